@@ -1,0 +1,90 @@
+import { mkdtemp, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import { z } from "zod";
+import { commonEnvShape, envBytes, envInt, envString, loadConfig, parseBytes, redactConfig } from "./config.js";
+import { ConfigError } from "./errors.js";
+
+const schema = z.object({
+  ...commonEnvShape({ httpPort: 9464 }),
+  INPUT_DIR: envString("Directory to watch"),
+  POLL_INTERVAL_MS: envInt("Poll interval").default(5000),
+  MAX_FILE_SIZE: envBytes("Largest file").optional(),
+});
+
+describe("loadConfig", () => {
+  it("applies defaults and returns a frozen typed object", async () => {
+    const cfg = await loadConfig(schema, { INPUT_DIR: "/in" });
+    expect(cfg.NATS_URL).toEqual(["nats://127.0.0.1:4222"]);
+    expect(cfg.STREAM).toBe("FILES");
+    expect(cfg.SUBJECT).toBe("files.input");
+    expect(cfg.POLL_INTERVAL_MS).toBe(5000);
+    expect(cfg.HTTP_PORT).toBe(9464);
+    expect(cfg.LOG_PRETTY).toBe(false);
+    expect(Object.isFrozen(cfg)).toBe(true);
+    expect(Object.isFrozen(cfg.NATS_URL)).toBe(true);
+  });
+
+  it("reports every problem at once, naming each variable", async () => {
+    const err = await loadConfig(schema, { POLL_INTERVAL_MS: "soon", LOG_LEVEL: "loud", MAX_FILE_SIZE: "big" }).catch(
+      (e: unknown) => e,
+    );
+    expect(err).toBeInstanceOf(ConfigError);
+    const problems = (err as ConfigError).problems;
+    expect(problems).toHaveLength(4);
+    expect(problems).toContain("INPUT_DIR: required");
+    expect(problems.find((p) => p.startsWith("POLL_INTERVAL_MS:"))).toMatch(/whole number.*"soon"/);
+    expect(problems.find((p) => p.startsWith("LOG_LEVEL:"))).toMatch(/one of trace/);
+    expect(problems.find((p) => p.startsWith("MAX_FILE_SIZE:"))).toMatch(/64KiB/);
+    expect((err as ConfigError).code).toBe("CONFIG_INVALID");
+  });
+
+  it("treats empty variables as unset and parses lists and sizes", async () => {
+    const cfg = await loadConfig(schema, {
+      INPUT_DIR: "/in",
+      NATS_URL: "nats://a:4222, nats://b:4222",
+      POLL_INTERVAL_MS: "",
+      MAX_FILE_SIZE: "10GiB",
+    });
+    expect(cfg.NATS_URL).toEqual(["nats://a:4222", "nats://b:4222"]);
+    expect(cfg.POLL_INTERVAL_MS).toBe(5000);
+    expect(cfg.MAX_FILE_SIZE).toBe(10 * 1024 ** 3);
+  });
+
+  it("reads a .env file under the real environment", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "cfg-"));
+    const file = join(dir, ".env");
+    await writeFile(file, "INPUT_DIR=/from-file\nSTREAM=FROMFILE\n");
+    const cfg = await loadConfig(schema, { STREAM: "FROMENV" }, { envFile: file });
+    expect(cfg.INPUT_DIR).toBe("/from-file");
+    expect(cfg.STREAM).toBe("FROMENV");
+  });
+
+  it("runs extra checks and reports them as configuration problems", async () => {
+    const err = await loadConfig(
+      schema,
+      { INPUT_DIR: "/nope" },
+      { check: () => ["INPUT_DIR: /nope is not readable"] },
+    ).catch((e: unknown) => e);
+    expect((err as ConfigError).problems).toEqual(["INPUT_DIR: /nope is not readable"]);
+  });
+
+  it("redacts secrets and URL credentials", () => {
+    const out = redactConfig({ NATS_TOKEN: "s3cret", NATS_URL: ["nats://u:p@h:4222"], STREAM: "FILES" });
+    expect(JSON.stringify(out)).not.toContain("s3cret");
+    expect(JSON.stringify(out)).not.toContain("u:p");
+    expect(out.STREAM).toBe("FILES");
+  });
+});
+
+describe("parseBytes", () => {
+  it.each([
+    ["1048576", 1048576],
+    ["64KiB", 65536],
+    ["1 MB", 1_000_000],
+    ["2gib", 2 * 1024 ** 3],
+    ["1.5KiB", 1536],
+  ])("%s → %d", (raw, n) => expect(parseBytes(raw)).toBe(n));
+  it.each(["", "abc", "-1", "12 parsecs"])("rejects %j", (raw) => expect(parseBytes(raw)).toBeUndefined());
+});

@@ -1,0 +1,13 @@
+/**
+ * @filerelay/core: the pieces shared by the consumer, the producer and custom
+ * sinks. This file is the package's only public entry.
+ */
+export * from "./errors.js";
+export * from "./config.js";
+export * from "./logger.js";
+export * from "./backoff.js";
+export * from "./names.js";
+export * from "./nats.js";
+export * from "./provision.js";
+export * from "./envelope.js";
+export * from "./service.js";

@@ -1,0 +1,256 @@
+import {
+  AckPolicy,
+  DeliverPolicy,
+  DiscardPolicy,
+  JetStreamApiCodes,
+  JetStreamApiError,
+  jetstreamManager,
+  RetentionPolicy,
+  StorageType,
+  type ConsumerConfig,
+  type JetStreamManager,
+  type StreamConfig,
+  type StreamInfo,
+} from "@nats-io/jetstream";
+import { Kvm } from "@nats-io/kv";
+import { Objm } from "@nats-io/obj";
+import type { NatsConnection } from "@nats-io/transport-node";
+import { NatsError } from "./errors.js";
+import type { Logger } from "./logger.js";
+import { jetstreamNames, type JetStreamNames } from "./names.js";
+
+const NS_PER_MS = 1_000_000;
+
+export interface ProvisionConfig {
+  STREAM: string;
+  SUBJECT: string;
+  STREAM_REPLICAS: number;
+}
+
+export interface ProvisionOptions {
+  log: Logger;
+  /** Durable consumers (sink groups) to create if missing. */
+  groups?: readonly string[];
+  /** How long a delivered message may stay unacknowledged before redelivery. */
+  ackWaitMs?: number;
+  /** Also create the consumer-side KV buckets (fingerprints, claims). */
+  sourceBuckets?: boolean;
+  /** How long an unrefreshed publish claim lives (claims bucket max age). */
+  claimTtlMs?: number;
+  /** How long JetStream remembers Nats-Msg-Id values to drop duplicate publishes. */
+  duplicateWindowMs?: number;
+}
+
+export interface Provisioned {
+  names: JetStreamNames;
+  /** What was created or updated (empty on a no-op re-run). */
+  changes: string[];
+}
+
+export const DEFAULT_ACK_WAIT_MS = 30_000;
+export const DEFAULT_CLAIM_TTL_MS = 120_000;
+export const DEFAULT_DUPLICATE_WINDOW_MS = 120_000;
+
+/** The durable consumer config of a sink group (shared by every member). */
+export function groupConsumerConfig(group: string, subject: string, ackWaitMs = DEFAULT_ACK_WAIT_MS) {
+  return {
+    durable_name: group,
+    ack_policy: AckPolicy.Explicit,
+    deliver_policy: DeliverPolicy.All,
+    filter_subject: subject,
+    ack_wait: ackWaitMs * NS_PER_MS,
+    // Retries are counted and dead-lettered by the sink itself (MAX_DELIVER),
+    // so the server must never silently stop redelivering.
+    max_deliver: -1,
+    max_ack_pending: 10_000,
+  } satisfies Partial<ConsumerConfig>;
+}
+
+function isNotFound(err: unknown, code: number): boolean {
+  return err instanceof JetStreamApiError && err.code === code;
+}
+
+/**
+ * Creates or updates everything a deployment needs (DESIGN §6). Idempotent:
+ * a second run changes nothing, and nothing is ever deleted or purged. Works
+ * against nats-server 2.9 (no 2.10+ stream features are used).
+ */
+export async function provision(
+  nc: NatsConnection,
+  config: ProvisionConfig,
+  options: ProvisionOptions,
+): Promise<Provisioned> {
+  const { log } = options;
+  const names = jetstreamNames(config);
+  const changes: string[] = [];
+  try {
+    const jsm = await jetstreamManager(nc);
+    await ensureStream(
+      jsm,
+      {
+        name: names.stream,
+        subjects: names.streamSubjects,
+        retention: RetentionPolicy.Interest,
+        storage: StorageType.File,
+        discard: DiscardPolicy.Old,
+        num_replicas: config.STREAM_REPLICAS,
+        duplicate_window: (options.duplicateWindowMs ?? DEFAULT_DUPLICATE_WINDOW_MS) * NS_PER_MS,
+        allow_direct: true,
+      },
+      config.SUBJECT,
+      changes,
+      log,
+    );
+    await ensureStream(
+      jsm,
+      {
+        name: names.dlqStream,
+        subjects: names.dlqSubjects,
+        retention: RetentionPolicy.Limits,
+        storage: StorageType.File,
+        discard: DiscardPolicy.Old,
+        num_replicas: config.STREAM_REPLICAS,
+        allow_direct: true,
+      },
+      undefined,
+      changes,
+      log,
+    );
+    for (const group of options.groups ?? []) {
+      await ensureGroup(jsm, names.stream, groupConsumerConfig(group, config.SUBJECT, options.ackWaitMs), changes);
+    }
+    // Object Store: the consumer writes payloads, producers read them.
+    const objm = new Objm(nc);
+    if (!(await bucketExists(jsm, `OBJ_${names.payloadBucket}`))) {
+      await objm.create(names.payloadBucket, {
+        storage: StorageType.File,
+        replicas: config.STREAM_REPLICAS,
+        description: "filerelay payloads over INLINE_MAX_BYTES",
+      });
+      changes.push(`created object store ${names.payloadBucket}`);
+    }
+    if (options.sourceBuckets) {
+      const kvm = new Kvm(nc);
+      if (!(await bucketExists(jsm, `KV_${names.fingerprintBucket}`))) {
+        await kvm.create(names.fingerprintBucket, {
+          history: 1,
+          storage: StorageType.File,
+          replicas: config.STREAM_REPLICAS,
+          description: "filerelay: fingerprints of published file versions",
+        });
+        changes.push(`created KV ${names.fingerprintBucket}`);
+      }
+      if (!(await bucketExists(jsm, `KV_${names.claimBucket}`))) {
+        await kvm.create(names.claimBucket, {
+          history: 1,
+          storage: StorageType.File,
+          replicas: config.STREAM_REPLICAS,
+          ttl: options.claimTtlMs ?? DEFAULT_CLAIM_TTL_MS,
+          description: "filerelay: in-progress publish claims",
+        });
+        changes.push(`created KV ${names.claimBucket}`);
+      }
+    }
+  } catch (err) {
+    if (err instanceof NatsError) throw err;
+    throw new NatsError("PROVISION_FAILED", `could not provision JetStream objects for stream ${names.stream}`, {
+      cause: err,
+    });
+  }
+  for (const change of changes) log.info({ change }, "provisioned");
+  return { names, changes };
+}
+
+async function bucketExists(jsm: JetStreamManager, stream: string): Promise<boolean> {
+  try {
+    await jsm.streams.info(stream);
+    return true;
+  } catch (err) {
+    if (isNotFound(err, JetStreamApiCodes.StreamNotFound)) return false;
+    throw err;
+  }
+}
+
+async function ensureStream(
+  jsm: JetStreamManager,
+  wanted: Partial<StreamConfig> & { name: string; subjects: string[] },
+  mustCover: string | undefined,
+  changes: string[],
+  log: Logger,
+): Promise<void> {
+  let info: StreamInfo;
+  try {
+    info = await jsm.streams.info(wanted.name);
+  } catch (err) {
+    if (!isNotFound(err, JetStreamApiCodes.StreamNotFound)) throw err;
+    await jsm.streams.add(wanted);
+    changes.push(`created stream ${wanted.name} (${wanted.subjects.join(", ")})`);
+    return;
+  }
+  const current = info.config;
+  if (wanted.retention && current.retention !== wanted.retention) {
+    // Retention cannot change in place, and recreating would lose data: say so.
+    log.warn(
+      { stream: wanted.name, retention: current.retention, expected: wanted.retention },
+      "stream exists with a different retention policy; leaving it as is",
+    );
+  }
+  const update: Partial<StreamConfig> = {};
+  const subjects = current.subjects ?? [];
+  const missing = wanted.subjects.filter((s) => !subjects.includes(s));
+  if (missing.length > 0 && !(mustCover && subjects.some((s) => subjectMatches(s, mustCover)))) {
+    update.subjects = [...subjects, ...missing];
+  }
+  if (wanted.num_replicas !== undefined && current.num_replicas !== wanted.num_replicas) {
+    update.num_replicas = wanted.num_replicas;
+  }
+  if (wanted.duplicate_window !== undefined && current.duplicate_window < wanted.duplicate_window) {
+    update.duplicate_window = wanted.duplicate_window;
+  }
+  if (Object.keys(update).length > 0) {
+    await jsm.streams.update(wanted.name, { ...current, ...update });
+    changes.push(`updated stream ${wanted.name}: ${Object.keys(update).join(", ")}`);
+  }
+}
+
+async function ensureGroup(
+  jsm: JetStreamManager,
+  stream: string,
+  wanted: ReturnType<typeof groupConsumerConfig>,
+  changes: string[],
+): Promise<void> {
+  try {
+    const info = await jsm.consumers.info(stream, wanted.durable_name);
+    const c = info.config;
+    if (c.filter_subject && c.filter_subject !== wanted.filter_subject) {
+      throw new NatsError(
+        "PROVISION_FAILED",
+        `durable consumer ${wanted.durable_name} on ${stream} filters ${c.filter_subject}, but SUBJECT is ${wanted.filter_subject}; use another PRODUCER_GROUP or fix SUBJECT`,
+      );
+    }
+    if (c.ack_wait !== wanted.ack_wait || c.max_deliver !== wanted.max_deliver) {
+      await jsm.consumers.update(stream, wanted.durable_name, {
+        ack_wait: wanted.ack_wait,
+        max_deliver: wanted.max_deliver,
+        max_ack_pending: wanted.max_ack_pending,
+      });
+      changes.push(`updated group ${wanted.durable_name}`);
+    }
+  } catch (err) {
+    if (!isNotFound(err, JetStreamApiCodes.ConsumerNotFound)) throw err;
+    await jsm.consumers.add(stream, wanted);
+    changes.push(`created group ${wanted.durable_name} on ${stream} (${wanted.filter_subject})`);
+  }
+}
+
+/** Does subject `s` match a pattern like `files.>` or `files.*`? */
+export function subjectMatches(pattern: string, s: string): boolean {
+  const p = pattern.split(".");
+  const t = s.split(".");
+  for (let i = 0; i < p.length; i++) {
+    if (p[i] === ">") return t.length > i;
+    if (i >= t.length) return false;
+    if (p[i] !== "*" && p[i] !== t[i]) return false;
+  }
+  return p.length === t.length;
+}
