@@ -2,3 +2,4 @@ export * from "./nats.js";
 export * from "./ports.js";
 export * from "./processes.js";
 export * from "./wait.js";
+export * from "./service.js";

@@ -1,0 +1,106 @@
+import { spawn, type ChildProcess } from "node:child_process";
+import { fileURLToPath } from "node:url";
+import { guardChild, waitForExit } from "./processes.js";
+import { waitFor } from "./wait.js";
+
+export type ServiceName = "consumer" | "producer";
+
+export const repoRoot = fileURLToPath(new URL("../../", import.meta.url));
+
+export function serviceEntry(name: ServiceName): string {
+  return fileURLToPath(new URL(`../../packages/${name}/dist/main.js`, import.meta.url));
+}
+
+export interface LogLine {
+  level?: string;
+  msg?: string;
+  [key: string]: unknown;
+}
+
+export interface RunningService extends AsyncDisposable {
+  name: ServiceName;
+  proc: ChildProcess;
+  pid: number;
+  /** Parsed JSON log lines printed so far (stdout). */
+  logs(): LogLine[];
+  /** Raw stderr so far. */
+  stderr(): string;
+  /** Waits until a log line satisfies `pred`, returning it. */
+  waitForLog(pred: (l: LogLine) => boolean, timeoutMs?: number, message?: string): Promise<LogLine>;
+  /** SIGTERM and wait for exit; returns the exit code. */
+  stop(timeoutMs?: number): Promise<number | null>;
+  /** SIGKILL and wait for exit. */
+  kill(): Promise<void>;
+  exited(timeoutMs?: number): Promise<number | null>;
+}
+
+/**
+ * Spawns a built service (`packages/<name>/dist/main.js`) with exactly `env`
+ * (plus PATH/HOME), collecting its JSON log lines. Killed on dispose.
+ */
+export function startService(name: ServiceName, env: Record<string, string | undefined>): RunningService {
+  const fullEnv: Record<string, string> = {
+    PATH: process.env.PATH ?? "",
+    HOME: process.env.HOME ?? "/tmp",
+    HTTP_PORT: "0",
+    LOG_LEVEL: "debug",
+  };
+  for (const [k, v] of Object.entries(env)) if (v !== undefined) fullEnv[k] = v;
+  const proc = spawn(process.execPath, [serviceEntry(name)], {
+    env: fullEnv,
+    cwd: repoRoot,
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  guardChild(proc);
+  const lines: LogLine[] = [];
+  let partial = "";
+  let stderr = "";
+  proc.stdout?.on("data", (chunk: Buffer) => {
+    partial += chunk.toString("utf8");
+    const parts = partial.split("\n");
+    partial = parts.pop() ?? "";
+    for (const p of parts) {
+      if (!p.trim()) continue;
+      try {
+        lines.push(JSON.parse(p) as LogLine);
+      } catch {
+        lines.push({ msg: p, level: "raw" });
+      }
+    }
+  });
+  proc.stderr?.on("data", (chunk: Buffer) => {
+    stderr += chunk.toString("utf8");
+  });
+  const svc: RunningService = {
+    name,
+    proc,
+    pid: proc.pid ?? -1,
+    logs: () => lines,
+    stderr: () => stderr,
+    waitForLog: (pred, timeoutMs = 30_000, message = "a matching log line") =>
+      waitFor(
+        () => {
+          if (proc.exitCode !== null && !lines.some(pred)) {
+            throw new Error(`${name} exited with ${proc.exitCode}: ${stderr.slice(-2000)}`);
+          }
+          return lines.find(pred);
+        },
+        { timeoutMs, message: `${name}: ${message}` },
+      ),
+    stop: async (timeoutMs = 60_000) => {
+      if (proc.exitCode !== null || proc.signalCode !== null) return proc.exitCode;
+      proc.kill("SIGTERM");
+      return waitForExit(proc, timeoutMs);
+    },
+    kill: async () => {
+      if (proc.exitCode !== null || proc.signalCode !== null) return;
+      proc.kill("SIGKILL");
+      await waitForExit(proc, 10_000);
+    },
+    exited: (timeoutMs = 30_000) => waitForExit(proc, timeoutMs),
+    [Symbol.asyncDispose]: async () => {
+      await svc.kill();
+    },
+  };
+  return svc;
+}
