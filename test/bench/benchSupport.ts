@@ -1,0 +1,153 @@
+import { execFile } from "node:child_process";
+import { createWriteStream } from "node:fs";
+import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from "node:fs/promises";
+import { cpus, tmpdir, totalmem } from "node:os";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { randomBytes } from "node:crypto";
+import { once } from "node:events";
+
+const run = promisify(execFile);
+
+/** Where bench JSON goes (one file per benchmark, overwritten each run). */
+export const RESULTS_DIR = new URL("../../bench-results/", import.meta.url);
+
+export interface BenchResult {
+  name: string;
+  takenAt: string;
+  machine: { cpus: number; cpuModel: string; memGiB: number; node: string; natsServer: string };
+  metrics: Record<string, number | string | null>;
+  notes?: string[];
+}
+
+export async function machineInfo(): Promise<BenchResult["machine"]> {
+  let natsServer = "unknown";
+  try {
+    const { stdout } = await run("nats-server", ["--version"]);
+    natsServer = stdout.trim();
+  } catch {
+    try {
+      natsServer = (await run("/usr/sbin/nats-server", ["--version"])).stdout.trim();
+    } catch {
+      /* leave unknown */
+    }
+  }
+  return {
+    cpus: cpus().length,
+    cpuModel: cpus()[0]?.model ?? "unknown",
+    memGiB: Math.round(totalmem() / 1024 ** 3),
+    node: process.version,
+    natsServer,
+  };
+}
+
+export async function writeResult(result: BenchResult): Promise<void> {
+  await mkdir(RESULTS_DIR, { recursive: true });
+  await writeFile(new URL(`${result.name}.json`, RESULTS_DIR), JSON.stringify(result, null, 2) + "\n");
+  const rows = Object.entries(result.metrics).map(([k, v]) => ({ metric: k, value: v }));
+  console.log(`\n== ${result.name} ==`);
+  console.table(rows);
+  for (const n of result.notes ?? []) console.log(`note: ${n}`);
+}
+
+export async function tempDir(prefix: string): Promise<string> {
+  return mkdtemp(join(tmpdir(), `filerelay-bench-${prefix}-`));
+}
+
+/** Writes `count` files of `size` random bytes into `dir` (flat or in `fanout` subdirectories). */
+export async function makeFiles(
+  dir: string,
+  count: number,
+  sizeOf: (i: number) => number,
+  fanout = 0,
+): Promise<number> {
+  let total = 0;
+  const pool = randomBytes(8 * 1024 * 1024);
+  for (let i = 0; i < count; i++) {
+    const sub = fanout > 0 ? join(dir, `d${i % fanout}`) : dir;
+    if (fanout > 0 && i < fanout) await mkdir(sub, { recursive: true });
+    const size = sizeOf(i);
+    total += size;
+    const path = join(sub, `f${String(i).padStart(6, "0")}.bin`);
+    if (size <= pool.length) {
+      // Distinct content per file: prefix with the index so no two files are equal.
+      const head = Buffer.from(`${i}:${Date.now()}:`);
+      const off = (i * 7919) % Math.max(1, pool.length - size);
+      await writeFile(
+        path,
+        Buffer.concat([head, pool.subarray(off, off + Math.max(0, size - head.length))]).subarray(0, size),
+      );
+    } else {
+      await writeLarge(path, size);
+    }
+  }
+  return total;
+}
+
+/** Streams `size` random bytes to `path` without holding them in memory. */
+export async function writeLarge(path: string, size: number): Promise<void> {
+  const out = createWriteStream(path);
+  const chunk = 4 * 1024 * 1024;
+  for (let written = 0; written < size;) {
+    const n = Math.min(chunk, size - written);
+    if (!out.write(randomBytes(n))) await once(out, "drain");
+    written += n;
+  }
+  out.end();
+  await once(out, "finish");
+}
+
+/** Counts regular files below `dir` (recursive). */
+export async function countFiles(dir: string): Promise<number> {
+  try {
+    const entries = await readdir(dir, { recursive: true, withFileTypes: true });
+    return entries.filter((e) => e.isFile() && !e.name.startsWith(".")).length;
+  } catch {
+    return 0;
+  }
+}
+
+/** Wall time of a shell command in ms. */
+export async function timeCommand(cmd: string, args: string[]): Promise<number> {
+  const t0 = performance.now();
+  await run(cmd, args, { maxBuffer: 16 * 1024 * 1024 });
+  return performance.now() - t0;
+}
+
+export async function hasCommand(cmd: string): Promise<boolean> {
+  try {
+    await run("sh", ["-c", `command -v ${cmd}`]);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Peak resident set (VmHWM) and current RSS of a process, in MB. */
+export async function memoryOf(pid: number): Promise<{ peakMB: number; rssMB: number } | undefined> {
+  try {
+    const status = await readFile(`/proc/${pid}/status`, "utf8");
+    const kb = (key: string) => Number(new RegExp(`^${key}:\\s+(\\d+) kB`, "m").exec(status)?.[1] ?? NaN);
+    return { peakMB: Math.round(kb("VmHWM") / 1024), rssMB: Math.round(kb("VmRSS") / 1024) };
+  } catch {
+    return undefined;
+  }
+}
+
+/** User+system CPU seconds consumed so far by a process (from /proc/<pid>/stat). */
+export async function cpuSecondsOf(pid: number): Promise<number> {
+  const stat = await readFile(`/proc/${pid}/stat`, "utf8");
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  const ticks = Number(fields[11]) + Number(fields[12]);
+  return ticks / 100; // CLK_TCK is 100 on Linux
+}
+
+export async function removeDir(dir: string): Promise<void> {
+  await rm(dir, { recursive: true, force: true });
+}
+
+export function percentile(sorted: number[], p: number): number {
+  if (sorted.length === 0) return NaN;
+  const idx = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
+  return sorted[idx]!;
+}
