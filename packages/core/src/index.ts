@@ -11,3 +11,5 @@ export * from "./nats.js";
 export * from "./provision.js";
 export * from "./envelope.js";
 export * from "./service.js";
+export * from "./metrics.js";
+export * from "./http.js";
