@@ -1,0 +1,384 @@
+import { createHash, randomBytes } from "node:crypto";
+import { constants, createReadStream } from "node:fs";
+import {
+  access,
+  link,
+  lstat,
+  mkdir,
+  open,
+  readdir,
+  realpath,
+  rename,
+  stat,
+  unlink,
+  type FileHandle,
+} from "node:fs/promises";
+import { hostname } from "node:os";
+import { basename, dirname, isAbsolute, join, relative, sep } from "node:path";
+import { pipeline } from "node:stream/promises";
+import { ConfigError, FilerelayError, SinkError, type Envelope, type Logger } from "@filerelay/core";
+import type { ConflictMode } from "../config.js";
+import { resolveInside, withConflictSuffix } from "../organizer.js";
+import type { Sink, SinkWriteRequest, SinkWriteResult } from "./sink.js";
+
+export interface FsSinkOptions {
+  /** Required for this sink (the config schema enforces it when SINK=fs). */
+  OUTPUT_DIR?: string | undefined;
+  ON_CONFLICT: ConflictMode;
+  CHUNK_SIZE: number;
+  FSYNC_EVERY_CHUNKS: number;
+  FILE_MODE: number;
+}
+
+export interface FsSinkDeps {
+  log: Logger;
+  /** Temp files untouched for this long are removed by init() whoever wrote them (default 1 h). */
+  staleTempMs?: number;
+}
+
+/**
+ * Temp files: `.filerelay-<ce-id>.<host>.<pid>.<random>.tmp`, in the target
+ * directory (so the final rename stays on one filesystem). Host and pid let a
+ * restarted producer remove its dead predecessor's temp files at once while
+ * leaving those of live peers sharing the directory alone. Output names never
+ * start with '.', so they can never match.
+ */
+export const TEMP_FILE_PATTERN = /^\.filerelay-([0-9a-fA-F-]{36})\.([A-Za-z0-9-]*)\.(\d+)\.([0-9a-z]+)\.tmp$/;
+
+const HOST = hostname()
+  .replace(/[^A-Za-z0-9-]/g, "-")
+  .slice(0, 40);
+const PROGRESS_BYTES = 4 * 1024 * 1024;
+const PROGRESS_MS = 2000;
+const SWEEP_MAX_ENTRIES = 200_000;
+const SWEEP_MAX_DEPTH = 32;
+const DEFAULT_STALE_TEMP_MS = 60 * 60 * 1000;
+/** Most `-N` names tried by ON_CONFLICT=rename before giving up (transiently). */
+const MAX_RENAME_SUFFIX = 10_000;
+
+/** A fresh temp-file name for file version `id` (pid/host parameters are for tests). */
+export function tempFileName(id: string, pid = process.pid, host = HOST): string {
+  return `.filerelay-${id}.${host}.${pid}.${randomBytes(4).toString("hex")}.tmp`;
+}
+
+function errno(err: unknown): string | undefined {
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  return typeof code === "string" ? code : undefined;
+}
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return errno(err) === "EPERM";
+  }
+}
+
+/**
+ * The filesystem sink: streams into a temp file next to the target, fsyncs,
+ * verifies SHA-256, sets FILE_MODE, moves it into place according to
+ * ON_CONFLICT, and fsyncs the directory, so the final name only ever holds a
+ * complete file, even after a SIGKILL.
+ */
+export function createFsSink(options: FsSinkOptions, deps: FsSinkDeps): Sink {
+  if (!options.OUTPUT_DIR) throw new ConfigError(["OUTPUT_DIR: required when SINK=fs"]);
+  const root = options.OUTPUT_DIR;
+  const { log } = deps;
+  const staleTempMs = deps.staleTempMs ?? DEFAULT_STALE_TEMP_MS;
+  let closed = false;
+
+  async function init(): Promise<void> {
+    try {
+      await mkdir(root, { recursive: true });
+    } catch (err) {
+      // Not fatal: the operator may fix it while we run; writes fail (and retry) meanwhile.
+      log.warn(
+        { outputDir: root, err: (err as Error).message },
+        "cannot create OUTPUT_DIR; writes will fail until it exists",
+      );
+      return;
+    }
+    const removed = await sweepTempFiles();
+    if (removed > 0) log.info({ outputDir: root, removed }, "removed stale temp files");
+  }
+
+  /** Removes our temp files left by a crash (bounded walk, symlinks not followed). */
+  async function sweepTempFiles(): Promise<number> {
+    let removed = 0;
+    let visited = 0;
+    const walk = async (dir: string, depth: number): Promise<void> => {
+      if (depth > SWEEP_MAX_DEPTH || visited > SWEEP_MAX_ENTRIES) return;
+      let entries;
+      try {
+        entries = await readdir(dir, { withFileTypes: true });
+      } catch (err) {
+        log.warn({ dir, err: (err as Error).message }, "cannot list directory while looking for stale temp files");
+        return;
+      }
+      for (const entry of entries) {
+        if (++visited > SWEEP_MAX_ENTRIES) {
+          log.warn({ outputDir: root, limit: SWEEP_MAX_ENTRIES }, "stale temp sweep stopped at its entry limit");
+          return;
+        }
+        const full = join(dir, entry.name);
+        if (entry.isDirectory()) {
+          await walk(full, depth + 1);
+          continue;
+        }
+        const m = TEMP_FILE_PATTERN.exec(entry.name);
+        if (!m || !entry.isFile()) continue;
+        const [, , host, pidText] = m;
+        const pid = Number(pidText);
+        const deadOwner = host === HOST && (pid === process.pid || !pidAlive(pid));
+        try {
+          const st = await stat(full);
+          if (deadOwner || Date.now() - st.mtimeMs > staleTempMs) {
+            await unlink(full);
+            removed++;
+            log.debug({ file: full, deadOwner }, "removed stale temp file");
+          }
+        } catch (err) {
+          if (errno(err) !== "ENOENT")
+            log.warn({ file: full, err: (err as Error).message }, "cannot remove stale temp file");
+        }
+      }
+    };
+    await walk(root, 0);
+    return removed;
+  }
+
+  async function write(req: SinkWriteRequest): Promise<SinkWriteResult> {
+    if (closed) throw new SinkError("SHUTDOWN", "fs sink is closed");
+    const { envelope } = req;
+    const target = resolveInside(root, req.path);
+    const dir = dirname(target);
+    try {
+      await mkdir(dir, { recursive: true });
+      await assertRealInside(dir);
+    } catch (err) {
+      throw wrap(err, `cannot create output directory ${dir}`);
+    }
+
+    // Decide before writing when the answer is already known (redelivery, skip, fail).
+    const early = await precheck(target, req.path, envelope);
+    if (early) return early;
+
+    const temp = join(dir, tempFileName(envelope.id));
+    let fh: FileHandle | undefined;
+    try {
+      fh = await open(temp, "wx", options.FILE_MODE);
+      const { bytes, sha256 } = await streamInto(fh, req);
+      if (bytes !== envelope.size || sha256 !== envelope.sha256) {
+        throw new SinkError(
+          "CHECKSUM_MISMATCH",
+          `written bytes do not match the envelope: ${bytes} bytes sha256 ${sha256}, expected ${envelope.size} bytes sha256 ${envelope.sha256}`,
+          { details: { bytes, sha256, expectedBytes: envelope.size, expectedSha256: envelope.sha256 } },
+        );
+      }
+      // umask may have narrowed the mode given to open().
+      await fh.chmod(options.FILE_MODE);
+      await fh.sync();
+      await fh.close();
+      fh = undefined;
+      const result = await commit(temp, target, req.path, envelope);
+      await fsyncDir(dir);
+      return result;
+    } catch (err) {
+      await fh?.close().catch(() => undefined);
+      await unlink(temp).catch(() => undefined);
+      throw wrap(err, `writing ${target} failed`);
+    }
+  }
+
+  async function streamInto(fh: FileHandle, req: SinkWriteRequest): Promise<{ bytes: number; sha256: string }> {
+    const hash = createHash("sha256");
+    const chunkSize = options.CHUNK_SIZE;
+    // One reusable buffer: memory stays flat whatever the file size.
+    const buf = Buffer.allocUnsafe(chunkSize);
+    let fill = 0;
+    let bytes = 0;
+    let chunks = 0;
+    let lastProgressBytes = 0;
+    let lastProgressAt = Date.now();
+    const flush = async () => {
+      if (fill === 0) return;
+      hash.update(buf.subarray(0, fill));
+      let off = 0;
+      while (off < fill) off += (await fh.write(buf, off, fill - off)).bytesWritten;
+      bytes += fill;
+      fill = 0;
+      chunks++;
+      if (options.FSYNC_EVERY_CHUNKS > 0 && chunks % options.FSYNC_EVERY_CHUNKS === 0) await fh.sync();
+      if (bytes - lastProgressBytes >= PROGRESS_BYTES || Date.now() - lastProgressAt >= PROGRESS_MS) {
+        req.progress();
+        lastProgressBytes = bytes;
+        lastProgressAt = Date.now();
+      }
+    };
+    const source = req.open();
+    try {
+      for await (const piece of source as AsyncIterable<Buffer | string>) {
+        req.signal.throwIfAborted();
+        const data = typeof piece === "string" ? Buffer.from(piece) : piece;
+        let off = 0;
+        while (off < data.length) {
+          const n = Math.min(chunkSize - fill, data.length - off);
+          data.copy(buf, fill, off, off + n);
+          fill += n;
+          off += n;
+          if (fill === chunkSize) await flush();
+        }
+      }
+      await flush();
+    } finally {
+      source.destroy();
+    }
+    return { bytes, sha256: hash.digest("hex") };
+  }
+
+  /** Where and whether to write, judged before any byte is written. */
+  async function precheck(target: string, path: string, envelope: Envelope): Promise<SinkWriteResult | undefined> {
+    const state = await contentState(target, envelope);
+    if (state === "same") return { outcome: "duplicate", location: target, bytes: envelope.size };
+    if (state === "absent") return undefined;
+    switch (options.ON_CONFLICT) {
+      case "skip":
+        log.info({ path, location: target }, "target exists with other content; ON_CONFLICT=skip");
+        return { outcome: "skipped", location: target, bytes: 0 };
+      case "fail":
+        throw conflict(target);
+      case "rename":
+        // A redelivered envelope may already sit under a suffixed name.
+        for (let n = 1; n <= MAX_RENAME_SUFFIX; n++) {
+          const candidate = resolveInside(root, withConflictSuffix(path, n));
+          const s = await contentState(candidate, envelope);
+          if (s === "same") return { outcome: "duplicate", location: candidate, bytes: envelope.size };
+          if (s === "absent") return undefined;
+        }
+        return undefined;
+      case "overwrite":
+        return undefined;
+    }
+  }
+
+  /** Moves the complete temp file into place. link() refuses to replace, which makes rename/skip/fail race-free. */
+  async function commit(temp: string, target: string, path: string, envelope: Envelope): Promise<SinkWriteResult> {
+    if (options.ON_CONFLICT === "overwrite") {
+      await rename(temp, target);
+      return { outcome: "written", location: target, bytes: envelope.size };
+    }
+    for (let n = 0; n <= MAX_RENAME_SUFFIX; n++) {
+      const candidate = n === 0 ? target : resolveInside(root, withConflictSuffix(path, n));
+      if (await placeNoReplace(temp, candidate)) {
+        return { outcome: "written", location: candidate, bytes: envelope.size };
+      }
+      // Someone (a peer producer, an operator) got there first.
+      if ((await contentState(candidate, envelope)) === "same") {
+        await unlink(temp);
+        return { outcome: "duplicate", location: candidate, bytes: envelope.size };
+      }
+      if (options.ON_CONFLICT === "skip") {
+        await unlink(temp);
+        log.info({ path, location: candidate }, "target exists with other content; ON_CONFLICT=skip");
+        return { outcome: "skipped", location: candidate, bytes: 0 };
+      }
+      if (options.ON_CONFLICT === "fail") throw conflict(candidate);
+    }
+    throw new SinkError("WRITE_FAILED", `no free name for ${target} after ${MAX_RENAME_SUFFIX} suffixes`);
+  }
+
+  /** Renames temp → candidate unless candidate exists; false if it does. */
+  async function placeNoReplace(temp: string, candidate: string): Promise<boolean> {
+    try {
+      await link(temp, candidate);
+    } catch (err) {
+      const code = errno(err);
+      if (code === "EEXIST") return false;
+      if (code !== "EPERM" && code !== "ENOTSUP" && code !== "EOPNOTSUPP" && code !== "EXDEV") throw err;
+      // No hard links here (some network/FUSE filesystems): check-then-rename, racy but best available.
+      if ((await contentState(candidate, undefined)) !== "absent") return false;
+      await rename(temp, candidate);
+      return true;
+    }
+    await unlink(temp);
+    return true;
+  }
+
+  /** absent | same (identical content) | other (anything else there). */
+  async function contentState(path: string, envelope: Envelope | undefined): Promise<"absent" | "same" | "other"> {
+    let st;
+    try {
+      st = await lstat(path);
+    } catch (err) {
+      if (errno(err) === "ENOENT") return "absent";
+      throw err;
+    }
+    if (!envelope || !st.isFile() || st.size !== envelope.size) return "other";
+    const hash = createHash("sha256");
+    await pipeline(createReadStream(path), hash);
+    return hash.digest("hex") === envelope.sha256 ? "same" : "other";
+  }
+
+  async function assertRealInside(dir: string): Promise<void> {
+    const [realRoot, realDir] = await Promise.all([realpath(root), realpath(dir)]);
+    const rel = relative(realRoot, realDir);
+    if (isAbsolute(rel) || rel === ".." || rel.startsWith(`..${sep}`)) {
+      throw new SinkError(
+        "PATH_UNSAFE",
+        `output directory ${dir} resolves to ${realDir}, outside OUTPUT_DIR ${realRoot}`,
+      );
+    }
+  }
+
+  function conflict(target: string): SinkError {
+    return new SinkError("CONFLICT", `${target} exists with different content and ON_CONFLICT=fail`, {
+      details: { location: target },
+    });
+  }
+
+  async function checkReady(): Promise<void> {
+    try {
+      const st = await stat(root);
+      if (!st.isDirectory()) throw new Error("not a directory");
+      await access(root, constants.W_OK);
+    } catch (err) {
+      throw new SinkError("WRITE_FAILED", `OUTPUT_DIR ${root} is not a writable directory`, { cause: err });
+    }
+  }
+
+  function close(): Promise<void> {
+    closed = true;
+    return Promise.resolve();
+  }
+
+  return {
+    kind: "fs",
+    init,
+    write,
+    checkReady,
+    close,
+    [Symbol.asyncDispose]: close,
+  };
+}
+
+/** FilerelayErrors keep their code (CHECKSUM_MISMATCH, CONFLICT, payload errors…); anything else is a transient WRITE_FAILED. */
+function wrap(err: unknown, message: string): FilerelayError {
+  if (err instanceof FilerelayError) return err;
+  const code = errno(err);
+  return new SinkError("WRITE_FAILED", code ? `${message} (${code})` : message, { cause: err });
+}
+
+async function fsyncDir(dir: string): Promise<void> {
+  const fh = await open(dir, "r");
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+/** For tests and operators: is this a temp file name of ours? */
+export function isTempFileName(name: string): boolean {
+  return TEMP_FILE_PATTERN.test(basename(name));
+}
