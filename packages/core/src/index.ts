@@ -13,3 +13,7 @@ export * from "./envelope.js";
 export * from "./service.js";
 export * from "./metrics.js";
 export * from "./http.js";
+export * from "./payload.js";
+export * from "./payloadJanitor.js";
+export * from "./deadLetter.js";
+export * from "./consumeFiles.js";

@@ -1,0 +1,450 @@
+import type { Readable } from "node:stream";
+import { setTimeout as sleep } from "node:timers/promises";
+import {
+  jetstream,
+  jetstreamManager,
+  JetStreamApiCodes,
+  JetStreamApiError,
+  type Consumer,
+  type JetStreamManager,
+  type JsMsg,
+} from "@nats-io/jetstream";
+import type { NatsConnection } from "@nats-io/transport-node";
+import { deadLetter } from "./deadLetter.js";
+import { headersToRecord, parseEnvelope, type Envelope } from "./envelope.js";
+import { describeError, EnvelopeError, errorCode, isPermanent, type ErrorCode } from "./errors.js";
+import { silentLogger, type Logger } from "./logger.js";
+import { jetstreamNames } from "./names.js";
+import { connectNats } from "./nats.js";
+import { openPayload } from "./payload.js";
+import { DEFAULT_ACK_WAIT_MS, provision } from "./provision.js";
+
+export interface FileContext {
+  envelope: Envelope;
+  /** The payload (inline or object) as a verifying Readable; call once per attempt. */
+  open(): Readable;
+  /** 1 on the first delivery. */
+  deliveryCount: number;
+  /** Child logger bound to this file (fileId, path). */
+  log: Logger;
+  /** Tells the broker we are still working (throttled); the SDK also does this on a timer. */
+  working(): void;
+  /** Aborted when a shutdown's drain deadline passes: stop and throw. */
+  signal: AbortSignal;
+  headers: Readonly<Record<string, string>>;
+}
+
+export interface FileOutcome {
+  envelope?: Envelope;
+  outcome: "acked" | "retry" | "dead-lettered";
+  code?: ErrorCode;
+  error?: string;
+  deliveryCount: number;
+  durationMs: number;
+  bytes?: number;
+  /** Redelivery delay when outcome is "retry". */
+  delayMs?: number;
+}
+
+export interface ConsumeFilesOptions {
+  /** A connection to use (left open); or `url` to let the SDK connect (and close). */
+  nats?: NatsConnection;
+  url?: string | readonly string[];
+  /** Durable consumer name shared by every member of the sink group. */
+  group: string;
+  /** Default files.input. */
+  subject?: string;
+  /** Default FILES. */
+  stream?: string;
+  /** Handlers run at once (default 4); never more messages are pulled than can run. */
+  concurrency?: number;
+  signal?: AbortSignal;
+  /** Attempts before a transient failure is dead-lettered (default 5). */
+  maxDeliver?: number;
+  /** First retry delay (default 1000): nak delay = backoffMs * 2^(deliveryCount-1). */
+  backoffMs?: number;
+  /** Cap for a single retry delay (default 15 min). */
+  maxBackoffMs?: number;
+  /** Durable's ack_wait; unset keeps what the durable has (or 30 s for a new one). */
+  ackWaitMs?: number;
+  errorDir?: string;
+  log?: Logger;
+  /** After `signal` aborts, how long in-flight handlers may finish (default 30 s). */
+  drainTimeoutMs?: number;
+  onOutcome?: (o: FileOutcome) => void;
+  /** Buckets whose objects may be read (default: this deployment's payload bucket). */
+  allowedBuckets?: readonly string[];
+  /** Stream replicas when the SDK has to create the stream (default 1; an existing stream is left as is). */
+  replicas?: number;
+  /** Pull request lifetime (default 5 s): bounds how long a shutdown waits for a pull to end. */
+  fetchExpiresMs?: number;
+}
+
+const NS_PER_MS = 1_000_000;
+const WORKING_THROTTLE_MS = 1_000;
+
+interface InFlight {
+  msg: JsMsg;
+  settled: boolean;
+  abort: AbortController;
+  done: Promise<void>;
+}
+
+/**
+ * Runs a sink: pulls envelopes from the group's durable consumer and calls
+ * `handler` for each, at most `concurrency` at once. Resolve → ack (confirmed);
+ * throw a permanent FilerelayError (e.g. PermanentError) → dead letter + term;
+ * throw anything else → nak with exponential delay, and after `maxDeliver`
+ * attempts dead letter with MAX_DELIVER_EXCEEDED. Invalid envelopes are
+ * dead-lettered at once. Runs until `signal` aborts, then stops pulling, lets
+ * in-flight handlers finish within drainTimeoutMs, naks what is left, and
+ * resolves.
+ */
+export async function consumeFiles(
+  options: ConsumeFilesOptions,
+  handler: (ctx: FileContext) => Promise<void>,
+): Promise<void> {
+  const log = (options.log ?? silentLogger()).child({ group: options.group });
+  const signal = options.signal ?? new AbortController().signal;
+  const streamName = options.stream ?? "FILES";
+  const subject = options.subject ?? "files.input";
+  const concurrency = Math.max(1, options.concurrency ?? 4);
+  const maxDeliver = Math.max(1, options.maxDeliver ?? 5);
+  const backoffMs = options.backoffMs ?? 1000;
+  const maxBackoffMs = options.maxBackoffMs ?? 15 * 60_000;
+  const drainTimeoutMs = options.drainTimeoutMs ?? 30_000;
+  const fetchExpiresMs = Math.max(1000, options.fetchExpiresMs ?? 5000);
+  const names = jetstreamNames({ STREAM: streamName, SUBJECT: subject });
+  const allowedBuckets = options.allowedBuckets ?? [names.payloadBucket];
+
+  const ownsConnection = !options.nats;
+  const nc =
+    options.nats ??
+    (await connectNats(
+      {
+        NATS_URL:
+          typeof options.url === "string"
+            ? options.url.split(",").map((s) => s.trim())
+            : [...(options.url ?? ["nats://127.0.0.1:4222"])],
+      },
+      { name: `filerelay-sdk-${options.group}`, log, signal },
+    ));
+
+  try {
+    const jsm = await jetstreamManager(nc);
+    const ensureConsumer = async (): Promise<{ consumer: Consumer; ackWaitMs: number }> => {
+      const existing = await jsm.consumers.info(streamName, options.group).catch(() => null);
+      const replicas = await streamReplicas(jsm, streamName, options.replicas ?? 1);
+      await provision(
+        nc,
+        { STREAM: streamName, SUBJECT: subject, STREAM_REPLICAS: replicas },
+        {
+          log,
+          groups: [options.group],
+          ...(options.ackWaitMs !== undefined
+            ? { ackWaitMs: options.ackWaitMs }
+            : existing?.config.ack_wait
+              ? { ackWaitMs: existing.config.ack_wait / NS_PER_MS }
+              : {}),
+        },
+      );
+      const consumer = await jetstream(nc).consumers.get(streamName, options.group);
+      const info = await consumer.info(true);
+      return { consumer, ackWaitMs: (info.config.ack_wait ?? DEFAULT_ACK_WAIT_MS * NS_PER_MS) / NS_PER_MS };
+    };
+    let { consumer, ackWaitMs } = await ensureConsumer();
+    log.info({ stream: streamName, subject, concurrency, maxDeliver, ackWaitMs }, "consuming files");
+
+    const inflight = new Set<InFlight>();
+    let slotFreed: (() => void) | undefined;
+    const notifySlot = () => {
+      const f = slotFreed;
+      slotFreed = undefined;
+      f?.();
+    };
+    signal.addEventListener("abort", notifySlot, { once: true });
+
+    const runOne = (msg: JsMsg) => {
+      const entry: InFlight = { msg, settled: false, abort: new AbortController(), done: Promise.resolve() };
+      inflight.add(entry);
+      entry.done = handleMessage(entry)
+        .catch((err: unknown) => log.error({ err: describeError(err) }, "unexpected failure handling a message"))
+        .finally(() => {
+          inflight.delete(entry);
+          notifySlot();
+        });
+    };
+
+    const finish = (entry: InFlight, outcome: FileOutcome, flog: Logger) => {
+      const level = outcome.outcome === "acked" ? "info" : outcome.outcome === "retry" ? "warn" : "error";
+      const env = outcome.envelope;
+      flog[level](
+        {
+          fileId: env?.id,
+          path: env?.subject,
+          size: env?.size,
+          sha256: env?.sha256,
+          outcome: outcome.outcome,
+          attempts: outcome.deliveryCount,
+          durationMs: outcome.durationMs,
+          ...(outcome.code ? { code: outcome.code } : {}),
+          ...(outcome.error ? { err: outcome.error } : {}),
+          ...(outcome.delayMs !== undefined ? { retryInMs: outcome.delayMs } : {}),
+        },
+        outcome.outcome === "acked"
+          ? "file handled"
+          : outcome.outcome === "retry"
+            ? "file failed, will be retried"
+            : "file dead-lettered",
+      );
+      options.onOutcome?.(outcome);
+    };
+
+    const handleMessage = async (entry: InFlight): Promise<void> => {
+      const { msg } = entry;
+      const started = Date.now();
+      const deliveryCount = msg.info.deliveryCount;
+      const headers = headersToRecord(msg.headers);
+      let flog = log.child({ fileId: headers["ce-id"], seq: msg.seq });
+      let lastWorking = Date.now();
+      const keepAlive = setInterval(
+        () => {
+          if (!entry.settled) msg.working();
+          lastWorking = Date.now();
+        },
+        Math.max(500, Math.floor(ackWaitMs / 3)),
+      );
+      const base = () => ({ deliveryCount, durationMs: Date.now() - started });
+
+      const nakFor = (attempt: number) => Math.min(backoffMs * 2 ** (attempt - 1), maxBackoffMs);
+
+      const toDeadLetter = async (envelope: Envelope | undefined, code: ErrorCode, error: string) => {
+        try {
+          await deadLetter(nc, {
+            group: options.group,
+            headers,
+            body: msg.data,
+            code,
+            error,
+            deliveries: deliveryCount,
+            msgId: `${options.group}:${msg.seq}`,
+            streamSeq: msg.seq,
+            ...(envelope ? { envelope } : {}),
+            ...(options.errorDir ? { errorDir: options.errorDir } : {}),
+            ...(envelope
+              ? {
+                  openPayload: () =>
+                    openPayload(nc, envelope, msg.data, { allowedBuckets, signal: entry.abort.signal }),
+                }
+              : {}),
+            log: flog,
+          });
+        } catch (err) {
+          // Never lost: without a stored dead letter the message stays in the stream.
+          if (entry.settled) return;
+          entry.settled = true;
+          const delayMs = nakFor(deliveryCount);
+          msg.nak(delayMs);
+          finish(
+            entry,
+            {
+              ...(envelope ? { envelope } : {}),
+              outcome: "retry",
+              code: "DLQ_PUBLISH_FAILED",
+              error: `${describeError(err)} (while dead-lettering: [${code}] ${error})`,
+              delayMs,
+              ...base(),
+            },
+            flog,
+          );
+          return;
+        }
+        if (entry.settled) return;
+        entry.settled = true;
+        msg.term(`${code}: ${error}`.slice(0, 256));
+        finish(entry, { ...(envelope ? { envelope } : {}), outcome: "dead-lettered", code, error, ...base() }, flog);
+      };
+
+      try {
+        let envelope: Envelope;
+        try {
+          envelope = parseEnvelope(headers);
+          if (envelope.payload.kind === "inline" && msg.data.length !== envelope.size) {
+            throw new EnvelopeError(
+              "ENVELOPE_SIZE_MISMATCH",
+              `inline body is ${msg.data.length} bytes, ce-filesize says ${envelope.size}`,
+            );
+          }
+          if (envelope.payload.kind === "object" && msg.data.length !== 0) {
+            throw new EnvelopeError(
+              "ENVELOPE_INVALID",
+              `an object payload envelope must have an empty body, got ${msg.data.length} bytes`,
+            );
+          }
+        } catch (err) {
+          await toDeadLetter(undefined, errorCode(err, "ENVELOPE_INVALID"), describeError(err));
+          return;
+        }
+        flog = log.child({ fileId: envelope.id, path: envelope.subject, seq: msg.seq });
+        const ctx: FileContext = {
+          envelope,
+          open: () => openPayload(nc, envelope, msg.data, { allowedBuckets, signal: entry.abort.signal }),
+          deliveryCount,
+          log: flog,
+          working: () => {
+            if (entry.settled || Date.now() - lastWorking < WORKING_THROTTLE_MS) return;
+            lastWorking = Date.now();
+            msg.working();
+          },
+          signal: entry.abort.signal,
+          headers,
+        };
+        try {
+          await handler(ctx);
+        } catch (err) {
+          if (entry.settled) return;
+          const code = errorCode(err);
+          const text = describeError(err);
+          if (isPermanent(err)) {
+            await toDeadLetter(envelope, code, text);
+          } else if (deliveryCount >= maxDeliver) {
+            await toDeadLetter(
+              envelope,
+              "MAX_DELIVER_EXCEEDED",
+              `failed ${deliveryCount} times; last error [${code}]: ${text}`,
+            );
+          } else {
+            entry.settled = true;
+            const delayMs = nakFor(deliveryCount);
+            msg.nak(delayMs);
+            finish(entry, { envelope, outcome: "retry", code, error: text, delayMs, ...base() }, flog);
+          }
+          return;
+        }
+        if (entry.settled) return;
+        entry.settled = true;
+        const confirmed = await ackConfirmed(nc, msg);
+        if (!confirmed) {
+          flog.warn({ fileId: envelope.id }, "ack not confirmed by the broker; the file may be delivered again");
+        }
+        finish(entry, { envelope, outcome: "acked", bytes: envelope.size, ...base() }, flog);
+      } finally {
+        clearInterval(keepAlive);
+      }
+    };
+
+    // Pull loop: a pull asks for exactly the free slots, so nothing waits in a
+    // client-side buffer while its ack_wait runs out.
+    let failures = 0;
+    while (!signal.aborted) {
+      if (inflight.size >= concurrency) {
+        await new Promise<void>((resolve) => {
+          slotFreed = resolve;
+        });
+        continue;
+      }
+      try {
+        const iter = await consumer.fetch({ max_messages: concurrency - inflight.size, expires: fetchExpiresMs });
+        const stop = () => iter.stop();
+        signal.addEventListener("abort", stop, { once: true });
+        // Safety net: a pull must end by itself shortly after it expires.
+        const watchdog = setTimeout(stop, fetchExpiresMs + 10_000);
+        try {
+          for await (const m of iter) {
+            if (signal.aborted) {
+              m.nak();
+              continue;
+            }
+            runOne(m);
+          }
+        } finally {
+          clearTimeout(watchdog);
+          signal.removeEventListener("abort", stop);
+        }
+        failures = 0;
+      } catch (err) {
+        if (signal.aborted) break;
+        failures++;
+        const delay = Math.min(250 * 2 ** Math.min(failures - 1, 5), 8000);
+        log.warn({ err: describeError(err), retryInMs: delay }, "pulling messages failed; retrying");
+        await sleep(delay, undefined, { signal }).catch(() => undefined);
+        if (isConsumerGone(err) && !signal.aborted) {
+          ({ consumer, ackWaitMs } = await ensureConsumer().catch((e: unknown) => {
+            log.warn({ err: describeError(e) }, "re-provisioning the group failed");
+            return { consumer, ackWaitMs };
+          }));
+        }
+      }
+    }
+
+    // Drain: let in-flight handlers finish, then hand back what is left.
+    if (inflight.size > 0) {
+      log.info({ inFlight: inflight.size, drainTimeoutMs }, "stopping: waiting for in-flight files");
+      const all = Promise.all([...inflight].map((e) => e.done));
+      const timer = sleep(drainTimeoutMs, "timeout" as const, { ref: false });
+      if ((await Promise.race([all.then(() => "done" as const), timer])) === "timeout") {
+        for (const entry of inflight) {
+          if (entry.settled) continue;
+          entry.settled = true;
+          entry.msg.nak();
+          entry.abort.abort(new Error("drain deadline passed"));
+          const headers = headersToRecord(entry.msg.headers);
+          log.warn(
+            { fileId: headers["ce-id"], seq: entry.msg.seq, outcome: "retry", code: "SHUTDOWN" },
+            "drain deadline passed; file handed back for redelivery",
+          );
+          options.onOutcome?.({
+            outcome: "retry",
+            code: "SHUTDOWN",
+            error: "drain deadline passed",
+            deliveryCount: entry.msg.info.deliveryCount,
+            durationMs: 0,
+          });
+        }
+      }
+    }
+    await nc.flush().catch(() => undefined);
+    log.info("stopped consuming files");
+  } finally {
+    if (ownsConnection) await nc.drain().catch(() => nc.close());
+  }
+}
+
+async function streamReplicas(jsm: JetStreamManager, stream: string, fallback: number): Promise<number> {
+  try {
+    return (await jsm.streams.info(stream)).config.num_replicas;
+  } catch {
+    return fallback;
+  }
+}
+
+function isConsumerGone(err: unknown): boolean {
+  if (err instanceof JetStreamApiError) {
+    return err.code === JetStreamApiCodes.ConsumerNotFound || err.code === JetStreamApiCodes.StreamNotFound;
+  }
+  return /consumer (not found|deleted)|stream not found/i.test(String((err as Error | undefined)?.message));
+}
+
+/**
+ * ackAck, retried briefly: across a reconnect the first confirmation may time
+ * out. nats.js sends an ackAck only once per message, so retries publish the
+ * ack on the message's reply subject themselves.
+ */
+async function ackConfirmed(nc: NatsConnection, msg: JsMsg): Promise<boolean> {
+  try {
+    if (await msg.ackAck({ timeout: 5000 })) return true;
+  } catch {
+    /* retried below */
+  }
+  const reply = "reply" in msg && typeof msg.reply === "string" ? msg.reply : undefined;
+  if (!reply) return false;
+  for (let attempt = 2; attempt <= 3; attempt++) {
+    try {
+      await nc.request(reply, "+ACK", { timeout: 5000 });
+      return true;
+    } catch {
+      /* next attempt */
+    }
+  }
+  return false;
+}

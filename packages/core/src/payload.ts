@@ -1,0 +1,540 @@
+import { createHash } from "node:crypto";
+import { Readable } from "node:stream";
+import { setTimeout as sleep } from "node:timers/promises";
+import {
+  AckPolicy,
+  DeliverPolicy,
+  jetstream,
+  jetstreamManager,
+  JetStreamApiCodes,
+  JetStreamApiError,
+  type ConsumerConfig,
+  type JetStreamClient,
+  type JetStreamManager,
+  type JsMsg,
+} from "@nats-io/jetstream";
+import { headers as natsHeaders, nanos, nuid } from "@nats-io/nats-core";
+import type { NatsConnection } from "@nats-io/transport-node";
+import type { Envelope, PayloadRef } from "./envelope.js";
+import { FilerelayError, PayloadError } from "./errors.js";
+
+/**
+ * Payload transport (DESIGN §1, issue 5): inline bodies and chunked JetStream
+ * Object Store objects, both read through one verifying, backpressured
+ * Readable. Objects are written and read in the Object Store wire format
+ * (chunks on `$O.<bucket>.C.<nuid>`, meta on `$O.<bucket>.M.<b64url(name)>`),
+ * so any NATS client can read what we write and vice versa, but with our own
+ * code: nats.js `put()` publishes one chunk at a time (slow) and `get()` is an
+ * unbounded push consumer that stalls after 16 chunks (nats.js issue #430).
+ */
+
+export const DEFAULT_PAYLOAD_CHUNK_BYTES = 128 * 1024;
+/** Publishes kept in flight during an upload (bytes): pipelining without unbounded memory. */
+const UPLOAD_IN_FLIGHT_BYTES = 8 * 1024 * 1024;
+/** Chunks requested per pull while reading (bytes): the read-side buffer bound. */
+const READ_BATCH_BYTES = 4 * 1024 * 1024;
+const READ_FETCH_EXPIRES_MS = 5_000;
+/** Consecutive read failures without progress before giving up (transiently). */
+const READ_MAX_FAILURES = 8;
+const READ_STALL_MS = 30_000;
+const INLINE_SLICE_BYTES = 64 * 1024;
+const DIGEST_PREFIX = "SHA-256=";
+
+export interface PutPayloadOptions {
+  bucket: string;
+  /** Object name; the consumer uses the envelope's ce-id. */
+  name: string;
+  source: Readable | AsyncIterable<Uint8Array | string>;
+  /** Chunk size (default 128 KiB, PAYLOAD_CHUNK_BYTES), capped at the server's max_payload. */
+  chunkBytes?: number;
+  signal?: AbortSignal;
+  /** Called after each chunk is handed to NATS with the bytes uploaded so far. */
+  onProgress?: (bytes: number) => void;
+  /** Per-publish PubAck timeout (default 30 s). */
+  timeoutMs?: number;
+}
+
+export interface PutPayloadResult {
+  size: number;
+  /** Hex SHA-256 of the whole content. */
+  sha256: string;
+  chunks: number;
+  /** Id of the chunk subject `$O.<bucket>.C.<nuid>`. */
+  nuid: string;
+}
+
+/** The Object Store meta record (JSON body of the meta message), as far as we use it. */
+export interface PayloadObjectInfo {
+  name: string;
+  bucket: string;
+  nuid: string;
+  size: number;
+  chunks: number;
+  digest: string;
+  mtime: string;
+  deleted?: boolean;
+  options?: { max_chunk_size?: number };
+  metadata?: Record<string, string>;
+}
+
+export function objectStreamName(bucket: string): string {
+  return `OBJ_${bucket}`;
+}
+
+export function objectChunkSubject(bucket: string, id: string): string {
+  return `$O.${bucket}.C.${id}`;
+}
+
+/** Meta subject: the object name in padded base64url, as every Object Store client encodes it. */
+export function objectMetaSubject(bucket: string, name: string): string {
+  const b64 = Buffer.from(name, "utf8").toString("base64").replace(/\+/g, "-").replace(/\//g, "_");
+  return `$O.${bucket}.M.${b64}`;
+}
+
+function digestToHex(digest: string): string | undefined {
+  if (!digest.startsWith(DIGEST_PREFIX)) return undefined;
+  const raw = Buffer.from(digest.slice(DIGEST_PREFIX.length).replace(/-/g, "+").replace(/_/g, "/"), "base64");
+  return raw.length === 32 ? raw.toString("hex") : undefined;
+}
+
+function hexToDigest(hex: string): string {
+  const b64 = Buffer.from(hex, "hex").toString("base64").replace(/\+/g, "-").replace(/\//g, "_");
+  return `${DIGEST_PREFIX}${b64}`;
+}
+
+function checkBucket(bucket: string): void {
+  if (!/^[-\w]+$/.test(bucket)) throw new PayloadError("PAYLOAD_UPLOAD_FAILED", `invalid bucket name ${bucket}`);
+}
+
+function isStreamNotFound(err: unknown): boolean {
+  return err instanceof JetStreamApiError && err.code === JetStreamApiCodes.StreamNotFound;
+}
+
+/** The object's meta record, or null when the object (or the bucket) does not exist or is deleted. */
+export async function readPayloadInfo(
+  nc: NatsConnection,
+  ref: { bucket: string; name: string },
+  jsm?: JetStreamManager,
+): Promise<PayloadObjectInfo | null> {
+  const manager = jsm ?? (await jetstreamManager(nc));
+  let stored;
+  try {
+    stored = await manager.streams.getMessage(objectStreamName(ref.bucket), {
+      last_by_subj: objectMetaSubject(ref.bucket, ref.name),
+    });
+  } catch (err) {
+    if (isStreamNotFound(err)) return null;
+    throw err;
+  }
+  if (!stored) return null;
+  const info = stored.json<PayloadObjectInfo>();
+  return info.deleted ? null : info;
+}
+
+/**
+ * Streams `source` into the Object Store (one pass, bounded memory), computing
+ * size + SHA-256 (hex) as it goes. Chunk publishes are pipelined (a bounded
+ * number awaiting their PubAck). Resolves only after the object's meta is
+ * written; on failure the chunks already written are purged (best effort: the
+ * payload janitor removes what is left) and nothing references them.
+ *
+ * Errors raised by `source` itself are rethrown unchanged (the caller knows its
+ * source); NATS-side failures become PayloadError PAYLOAD_UPLOAD_FAILED; an
+ * abort becomes PayloadError SHUTDOWN.
+ */
+export async function putPayloadObject(nc: NatsConnection, opts: PutPayloadOptions): Promise<PutPayloadResult> {
+  const { bucket, name, source, signal, onProgress } = opts;
+  checkBucket(bucket);
+  if (!name) throw new PayloadError("PAYLOAD_UPLOAD_FAILED", "object name must not be empty");
+  const timeout = opts.timeoutMs ?? 30_000;
+  const maxPayload = nc.info?.max_payload ?? 1024 * 1024;
+  const chunkBytes = Math.max(1024, Math.min(opts.chunkBytes ?? DEFAULT_PAYLOAD_CHUNK_BYTES, maxPayload));
+  const maxInFlight = Math.max(2, Math.ceil(UPLOAD_IN_FLIGHT_BYTES / chunkBytes));
+
+  let js: JetStreamClient;
+  let jsm: JetStreamManager;
+  let old: PayloadObjectInfo | null;
+  try {
+    jsm = await jetstreamManager(nc);
+    js = jetstream(nc, { timeout });
+    old = await readPayloadInfo(nc, { bucket, name }, jsm);
+  } catch (err) {
+    throw new PayloadError("PAYLOAD_UPLOAD_FAILED", `cannot reach object store ${bucket}`, { cause: err });
+  }
+
+  const id = nuid.next();
+  const chunkSubject = objectChunkSubject(bucket, id);
+  const hash = createHash("sha256");
+  const inFlight: Promise<unknown>[] = [];
+  let size = 0;
+  let chunks = 0;
+  let sourceError: { err: unknown } | undefined;
+
+  const publishChunk = async (chunk: Buffer) => {
+    hash.update(chunk);
+    size += chunk.length;
+    chunks++;
+    const ack = js.publish(chunkSubject, chunk, { timeout });
+    // Marked handled now; the rejection is observed when it is awaited below.
+    ack.catch(() => undefined);
+    inFlight.push(ack);
+    if (inFlight.length >= maxInFlight) await inFlight.shift();
+    onProgress?.(size);
+  };
+
+  try {
+    let parts: Buffer[] = [];
+    let partsLen = 0;
+    const iterator = (source as AsyncIterable<Uint8Array | string>)[Symbol.asyncIterator]();
+    for (;;) {
+      signal?.throwIfAborted();
+      let next: IteratorResult<Uint8Array | string>;
+      try {
+        next = await iterator.next();
+      } catch (err) {
+        sourceError = { err };
+        throw err;
+      }
+      if (next.done) break;
+      let piece =
+        typeof next.value === "string"
+          ? Buffer.from(next.value)
+          : Buffer.from(next.value.buffer, next.value.byteOffset, next.value.byteLength);
+      while (piece.length > 0) {
+        const take = Math.min(chunkBytes - partsLen, piece.length);
+        parts.push(piece.subarray(0, take));
+        partsLen += take;
+        piece = piece.subarray(take);
+        if (partsLen === chunkBytes) {
+          // Copy: the source may reuse its buffers after we yield.
+          const chunk = Buffer.concat(parts, partsLen);
+          parts = [];
+          partsLen = 0;
+          await publishChunk(chunk);
+        }
+      }
+    }
+    if (partsLen > 0) await publishChunk(Buffer.concat(parts, partsLen));
+    while (inFlight.length > 0) await inFlight.shift();
+    signal?.throwIfAborted();
+
+    const sha256 = hash.digest("hex");
+    const info: PayloadObjectInfo & { description: string } = {
+      name,
+      description: "",
+      bucket,
+      nuid: id,
+      size,
+      chunks,
+      mtime: new Date().toISOString(),
+      digest: hexToDigest(sha256),
+      deleted: false,
+      options: { max_chunk_size: chunkBytes },
+      metadata: { "filerelay-sha256": sha256 },
+    };
+    const h = natsHeaders();
+    // Rollup keeps only the newest meta per object name (as the Object Store does).
+    h.set("Nats-Rollup", "sub");
+    await js.publish(objectMetaSubject(bucket, name), JSON.stringify(info), { headers: h, timeout });
+
+    if (old && old.nuid !== id) {
+      // Replaced an object of the same name: its chunks are now unreferenced.
+      await jsm.streams
+        .purge(objectStreamName(bucket), { filter: objectChunkSubject(bucket, old.nuid) })
+        .catch(() => undefined);
+    }
+    return { size, sha256, chunks, nuid: id };
+  } catch (err) {
+    await Promise.allSettled(inFlight);
+    await jsm.streams.purge(objectStreamName(bucket), { filter: chunkSubject }).catch(() => undefined);
+    if (sourceError) throw sourceError.err;
+    if (signal?.aborted) {
+      throw new PayloadError("SHUTDOWN", `upload of ${bucket}/${name} aborted`, { cause: signal.reason });
+    }
+    if (err instanceof FilerelayError) throw err;
+    throw new PayloadError("PAYLOAD_UPLOAD_FAILED", `uploading ${bucket}/${name} failed after ${size} bytes`, {
+      cause: err,
+    });
+  }
+}
+
+/**
+ * Removes an object: its meta first (so no reader finds a half-deleted object),
+ * then its chunks. Inline refs and missing objects are a no-op.
+ */
+export async function deletePayloadObject(nc: NatsConnection, ref: PayloadRef): Promise<void> {
+  if (ref.kind !== "object") return;
+  try {
+    const jsm = await jetstreamManager(nc);
+    const info = await readPayloadInfo(nc, ref, jsm);
+    const stream = objectStreamName(ref.bucket);
+    if (info) {
+      await jsm.streams.purge(stream, { filter: objectMetaSubject(ref.bucket, ref.name) });
+      await jsm.streams.purge(stream, { filter: objectChunkSubject(ref.bucket, info.nuid) });
+    }
+  } catch (err) {
+    if (isStreamNotFound(err)) return;
+    throw new PayloadError("PAYLOAD_READ_FAILED", `could not delete object ${ref.bucket}/${ref.name}`, {
+      cause: err,
+    });
+  }
+}
+
+export interface OpenPayloadOptions {
+  /** Buckets this deployment owns; an envelope naming another one is refused. Unset: any. */
+  allowedBuckets?: readonly string[];
+  signal?: AbortSignal;
+  /** How long a read may wait for the broker without any chunk arriving before it fails (transient). */
+  stallMs?: number;
+}
+
+/**
+ * One Readable for inline and object payloads alike. Verifies size ==
+ * envelope.size and sha256 == envelope.sha256 while streaming, and errors the
+ * stream with PayloadError PAYLOAD_SIZE_MISMATCH / PAYLOAD_DIGEST_MISMATCH
+ * (permanent) before 'end' otherwise; PAYLOAD_MISSING if the object does not
+ * exist; PAYLOAD_FOREIGN_BUCKET if the bucket is not in allowedBuckets;
+ * PAYLOAD_READ_FAILED (transient) if the broker stays unreachable. Memory is
+ * bounded: chunks are pulled a few MiB at a time, only as the reader consumes.
+ */
+export function openPayload(
+  nc: NatsConnection,
+  envelope: Envelope,
+  body: Uint8Array,
+  opts: OpenPayloadOptions = {},
+): Readable {
+  const closed = new AbortController();
+  const signal = opts.signal ? AbortSignal.any([opts.signal, closed.signal]) : closed.signal;
+  const chunks =
+    envelope.payload.kind === "inline"
+      ? inlineChunks(envelope, body)
+      : objectChunks(nc, envelope, envelope.payload, opts, signal);
+  const stream = Readable.from(chunks, { objectMode: false, highWaterMark: 1024 * 1024 });
+  stream.once("close", () => closed.abort());
+  if (opts.signal) {
+    const onAbort = () => stream.destroy(opts.signal?.reason instanceof Error ? opts.signal.reason : undefined);
+    if (opts.signal.aborted) onAbort();
+    else opts.signal.addEventListener("abort", onAbort, { once: true });
+    stream.once("close", () => opts.signal?.removeEventListener("abort", onAbort));
+  }
+  return stream;
+}
+
+function sizeMismatch(envelope: Envelope, actual: number, what: string): PayloadError {
+  return new PayloadError(
+    "PAYLOAD_SIZE_MISMATCH",
+    `${what} of ${envelope.id} is ${actual} bytes, ce-filesize says ${envelope.size}`,
+    { details: { expected: envelope.size, actual } },
+  );
+}
+
+function digestMismatch(envelope: Envelope, actual: string): PayloadError {
+  return new PayloadError(
+    "PAYLOAD_DIGEST_MISMATCH",
+    `payload of ${envelope.id} has sha256 ${actual}, ce-sha256 says ${envelope.sha256}`,
+    { details: { expected: envelope.sha256, actual } },
+  );
+}
+
+function* inlineChunks(envelope: Envelope, body: Uint8Array): Generator<Buffer> {
+  if (body.length !== envelope.size) throw sizeMismatch(envelope, body.length, "inline body");
+  const buf = Buffer.from(body.buffer, body.byteOffset, body.byteLength);
+  const actual = createHash("sha256").update(buf).digest("hex");
+  if (actual !== envelope.sha256) throw digestMismatch(envelope, actual);
+  // Slices so a slow sink sees backpressure rather than one large push.
+  for (let off = 0; off < buf.length; off += INLINE_SLICE_BYTES) {
+    yield buf.subarray(off, Math.min(buf.length, off + INLINE_SLICE_BYTES));
+  }
+}
+
+async function* objectChunks(
+  nc: NatsConnection,
+  envelope: Envelope,
+  ref: { bucket: string; name: string },
+  opts: OpenPayloadOptions,
+  signal: AbortSignal,
+): AsyncGenerator<Buffer> {
+  if (opts.allowedBuckets && !opts.allowedBuckets.includes(ref.bucket)) {
+    throw new PayloadError(
+      "PAYLOAD_FOREIGN_BUCKET",
+      `ce-payload names bucket ${ref.bucket}, this deployment reads only ${opts.allowedBuckets.join(", ")}`,
+    );
+  }
+  let jsm: JetStreamManager;
+  let info: PayloadObjectInfo | null;
+  try {
+    jsm = await jetstreamManager(nc);
+    info = await readPayloadInfo(nc, ref, jsm);
+  } catch (err) {
+    throw new PayloadError("PAYLOAD_READ_FAILED", `cannot look up object ${ref.bucket}/${ref.name}`, { cause: err });
+  }
+  if (!info) throw new PayloadError("PAYLOAD_MISSING", `object ${ref.bucket}/${ref.name} does not exist`);
+  if (info.size !== envelope.size) throw sizeMismatch(envelope, info.size, `object ${ref.bucket}/${ref.name}`);
+  const metaHex = digestToHex(info.digest);
+  if (metaHex !== undefined && metaHex !== envelope.sha256) throw digestMismatch(envelope, metaHex);
+
+  const hash = createHash("sha256");
+  let received = 0;
+  if (info.size > 0) {
+    const reader = new OrderedChunkReader(
+      nc,
+      jsm,
+      objectStreamName(ref.bucket),
+      objectChunkSubject(ref.bucket, info.nuid),
+      Math.max(2, Math.floor(READ_BATCH_BYTES / (info.options?.max_chunk_size ?? DEFAULT_PAYLOAD_CHUNK_BYTES))),
+      opts.stallMs ?? READ_STALL_MS,
+      signal,
+    );
+    try {
+      for await (const m of reader.messages()) {
+        const data = Buffer.from(m.data.buffer, m.data.byteOffset, m.data.byteLength);
+        received += data.length;
+        if (received > info.size) throw sizeMismatch(envelope, received, `object ${ref.bucket}/${ref.name}`);
+        hash.update(data);
+        if (data.length > 0) yield data;
+        if (received === info.size) break;
+        if (m.info.pending === 0) {
+          // The stream holds no further chunk: the object is truncated.
+          throw sizeMismatch(envelope, received, `object ${ref.bucket}/${ref.name}`);
+        }
+      }
+    } finally {
+      reader.close();
+    }
+  }
+  if (received !== envelope.size) throw sizeMismatch(envelope, received, `object ${ref.bucket}/${ref.name}`);
+  const actual = hash.digest("hex");
+  if (actual !== envelope.sha256) throw digestMismatch(envelope, actual);
+}
+
+/**
+ * Our own ordered pull consumer (the workaround for nats.js #430): an
+ * ephemeral ack-none consumer on one subject, pulled a batch at a time only
+ * when the caller asks for more. A gap in delivery sequence, a lost consumer
+ * (broker restart), a stall or an error recreates it from the last stream
+ * sequence seen; after READ_MAX_FAILURES attempts without progress it fails
+ * with PAYLOAD_READ_FAILED (transient, so the message is retried).
+ */
+export class OrderedChunkReader {
+  private consumerName: string | undefined;
+  private lastStreamSeq = 0;
+  private lastDeliverySeq = 0;
+  private stopCurrent: (() => void) | undefined;
+
+  constructor(
+    private readonly nc: NatsConnection,
+    private readonly jsm: JetStreamManager,
+    private readonly stream: string,
+    /** "" reads the whole stream. */
+    private readonly filterSubject: string,
+    private readonly batch: number,
+    private readonly stallMs: number,
+    private readonly signal: AbortSignal,
+    private readonly extraConfig: Partial<ConsumerConfig> = {},
+  ) {}
+
+  /** Creates the consumer; false when nothing (more) matches. */
+  private async create(): Promise<boolean> {
+    const ci = await this.jsm.consumers.add(this.stream, {
+      ...this.extraConfig,
+      ...(this.filterSubject ? { filter_subject: this.filterSubject } : {}),
+      ack_policy: AckPolicy.None,
+      ...(this.lastStreamSeq > 0
+        ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: this.lastStreamSeq + 1 }
+        : { deliver_policy: DeliverPolicy.All }),
+      mem_storage: true,
+      num_replicas: 1,
+      // A reader paused by a slow sink for longer than this finds its consumer
+      // gone and simply recreates it.
+      inactive_threshold: nanos(60_000),
+    });
+    this.consumerName = ci.name;
+    this.lastDeliverySeq = 0;
+    return ci.num_pending > 0;
+  }
+
+  private drop(): void {
+    const name = this.consumerName;
+    this.consumerName = undefined;
+    if (name) this.jsm.consumers.delete(this.stream, name).catch(() => undefined);
+  }
+
+  /** Messages in stream order, each exactly once; ends only by the caller breaking out. */
+  async *messages(): AsyncGenerator<JsMsg> {
+    const js = jetstream(this.nc);
+    let failures = 0;
+    for (;;) {
+      if (this.signal.aborted) throw this.abortError();
+      let progressed = false;
+      try {
+        if (!this.consumerName && !(await this.create())) return;
+        const consumer = await js.consumers.get(this.stream, this.consumerName);
+        const iter = await consumer.fetch({ max_messages: this.batch, expires: READ_FETCH_EXPIRES_MS });
+        let stalled = false;
+        const stop = () => iter.stop();
+        this.stopCurrent = stop;
+        const it = iter[Symbol.asyncIterator]();
+        for (;;) {
+          // The stall timer runs only while we wait for the broker, not while the reader is slow.
+          const timer = setTimeout(() => {
+            stalled = true;
+            iter.stop();
+          }, this.stallMs + READ_FETCH_EXPIRES_MS);
+          let r: IteratorResult<JsMsg>;
+          try {
+            r = await it.next();
+          } finally {
+            clearTimeout(timer);
+          }
+          if (r.done) break;
+          const m = r.value;
+          if (m.info.deliverySequence !== this.lastDeliverySeq + 1) {
+            throw new Error(
+              `delivery gap: expected ${this.lastDeliverySeq + 1}, got ${m.info.deliverySequence}; recreating`,
+            );
+          }
+          this.lastDeliverySeq = m.info.deliverySequence;
+          if (m.info.streamSequence <= this.lastStreamSeq) continue;
+          this.lastStreamSeq = m.info.streamSequence;
+          progressed = true;
+          failures = 0;
+          yield m;
+        }
+        this.stopCurrent = undefined;
+        if (stalled) throw new Error(`no chunk arrived for ${this.stallMs} ms`);
+        if (!progressed && this.consumerName) {
+          // An empty fetch: the chunk stream may have ended (truncated object) or
+          // the broker is slow; the caller decides via `pending` on the last message.
+          const ci = await this.jsm.consumers.info(this.stream, this.consumerName);
+          if (ci.num_pending === 0) return;
+        }
+      } catch (err) {
+        this.stopCurrent = undefined;
+        if (this.signal.aborted) throw this.abortError();
+        if (err instanceof FilerelayError) throw err;
+        failures++;
+        this.drop();
+        if (failures >= READ_MAX_FAILURES) {
+          throw new PayloadError(
+            "PAYLOAD_READ_FAILED",
+            `reading ${this.filterSubject} from ${this.stream} failed ${failures} times in a row`,
+            { cause: err },
+          );
+        }
+        await sleep(Math.min(250 * 2 ** (failures - 1), 4000), undefined, { signal: this.signal }).catch(
+          () => undefined,
+        );
+      }
+    }
+  }
+
+  private abortError(): PayloadError {
+    return new PayloadError("SHUTDOWN", `reading ${this.filterSubject} was aborted`, { cause: this.signal.reason });
+  }
+
+  close(): void {
+    this.stopCurrent?.();
+    this.stopCurrent = undefined;
+    this.drop();
+  }
+}

@@ -1,0 +1,207 @@
+import { jetstreamManager, type JetStreamManager } from "@nats-io/jetstream";
+import type { NatsConnection } from "@nats-io/transport-node";
+import { parsePayloadRef } from "./envelope.js";
+import { describeError } from "./errors.js";
+import type { Logger } from "./logger.js";
+import { jetstreamNames } from "./names.js";
+import {
+  objectChunkSubject,
+  objectMetaSubject,
+  objectStreamName,
+  OrderedChunkReader,
+  type PayloadObjectInfo,
+} from "./payload.js";
+
+export interface PayloadJanitorOptions {
+  config: { STREAM: string; SUBJECT: string };
+  log: Logger;
+  /** Run every this many ms (default 60 s); 0 = only when runOnce() is called. */
+  intervalMs?: number;
+  /**
+   * Minimum age before an unreferenced object or an orphan chunk set is
+   * removed (default 15 min). It covers the gap between an upload finishing
+   * and its envelope being published, and uploads still in progress.
+   */
+  graceMs?: number;
+}
+
+export interface PayloadJanitorRun {
+  /** Objects removed because no envelope references them any more. */
+  deleted: number;
+  /** Chunk sets purged that no object meta points to (interrupted uploads). */
+  orphanChunksPurged: number;
+  /** Objects kept because an envelope in FILES or FILES_DLQ still references them. */
+  referenced: number;
+}
+
+export interface PayloadJanitor extends AsyncDisposable {
+  runOnce(): Promise<PayloadJanitorRun>;
+  close(): Promise<void>;
+}
+
+export const DEFAULT_JANITOR_INTERVAL_MS = 60_000;
+export const DEFAULT_JANITOR_GRACE_MS = 15 * 60_000;
+const SCAN_BATCH = 256;
+const SCAN_STALL_MS = 30_000;
+
+interface LiveObject {
+  info: PayloadObjectInfo;
+  /** Stream sequence of the meta message (purging stops there, so a newer upload survives). */
+  metaSeq: number;
+}
+
+/**
+ * Removes payload objects once every sink group has acknowledged their
+ * envelope (DESIGN §6): an object goes when neither the envelope stream (an
+ * interest-retention stream drops a message once every group acked it) nor
+ * the dead-letter stream (kept so `dlq replay` still finds the payload) holds
+ * an envelope naming it, and it is older than the grace period. Also purges
+ * chunks of uploads that never got their meta (consumer crashed mid-upload).
+ */
+export function createPayloadJanitor(nc: NatsConnection, opts: PayloadJanitorOptions): PayloadJanitor {
+  const names = jetstreamNames(opts.config);
+  const bucket = names.payloadBucket;
+  const objStream = objectStreamName(bucket);
+  const graceMs = opts.graceMs ?? DEFAULT_JANITOR_GRACE_MS;
+  const intervalMs = opts.intervalMs ?? DEFAULT_JANITOR_INTERVAL_MS;
+  const log = opts.log.child({ component: "payload-janitor", bucket });
+  const closing = new AbortController();
+  let running: Promise<PayloadJanitorRun> | undefined;
+  let timer: NodeJS.Timeout | undefined;
+
+  const scan = async (
+    jsm: JetStreamManager,
+    stream: string,
+    filter: string,
+    headersOnly: boolean,
+    onMsg: (m: { seq: number; headers: Record<string, string>; data: Uint8Array }) => void,
+  ): Promise<boolean> => {
+    try {
+      await jsm.streams.info(stream);
+    } catch {
+      return false;
+    }
+    const reader = new OrderedChunkReader(
+      nc,
+      jsm,
+      stream,
+      filter,
+      SCAN_BATCH,
+      SCAN_STALL_MS,
+      closing.signal,
+      headersOnly ? { headers_only: true } : {},
+    );
+    try {
+      for await (const m of reader.messages()) {
+        const headers: Record<string, string> = {};
+        for (const [k, v] of m.headers ?? []) if (v[0] !== undefined) headers[k] = v[0];
+        onMsg({ seq: m.info.streamSequence, headers, data: m.data });
+        if (m.info.pending === 0) break;
+      }
+    } finally {
+      reader.close();
+    }
+    return true;
+  };
+
+  const runOnceInner = async (): Promise<PayloadJanitorRun> => {
+    const result: PayloadJanitorRun = { deleted: 0, orphanChunksPurged: 0, referenced: 0 };
+    const jsm = await jetstreamManager(nc);
+    const now = Date.now();
+
+    // 1. Objects first: an envelope published after this point names an object
+    //    younger than the grace period, so it cannot be judged stale below.
+    const live = new Map<string, LiveObject>();
+    const tombstones: { name: string; seq: number; mtime: string }[] = [];
+    const exists = await scan(jsm, objStream, `$O.${bucket}.M.>`, false, (m) => {
+      const info = JSON.parse(Buffer.from(m.data).toString("utf8")) as PayloadObjectInfo;
+      if (info.deleted) tombstones.push({ name: info.name, seq: m.seq, mtime: info.mtime });
+      else live.set(info.name, { info, metaSeq: m.seq });
+    });
+    if (!exists) return result;
+
+    // 2. References: the DLQ before FILES, the opposite direction to a replay
+    //    (DLQ → FILES), so an envelope being moved is seen in one of them.
+    const referenced = new Set<string>();
+    const collect = (m: { headers: Record<string, string> }) => {
+      const value = m.headers["ce-payload"];
+      if (!value) return;
+      try {
+        const ref = parsePayloadRef(value);
+        if (ref.kind === "object" && ref.bucket === bucket) referenced.add(ref.name);
+      } catch {
+        /* not an envelope we understand: it references nothing */
+      }
+    };
+    await scan(jsm, names.dlqStream, "", true, collect);
+    await scan(jsm, names.stream, "", true, collect);
+
+    // 3. Unreferenced objects older than the grace period.
+    for (const [name, obj] of live) {
+      if (referenced.has(name)) {
+        result.referenced++;
+        continue;
+      }
+      const age = now - Date.parse(obj.info.mtime);
+      if (!(age > graceMs)) continue;
+      // Meta first, and only up to this revision: a re-upload under the same name survives.
+      await jsm.streams.purge(objStream, { filter: objectMetaSubject(bucket, name), seq: obj.metaSeq + 1 });
+      await jsm.streams.purge(objStream, { filter: objectChunkSubject(bucket, obj.info.nuid) });
+      result.deleted++;
+      log.info({ object: name, size: obj.info.size, ageMs: age }, "payload object removed: every group is done");
+    }
+    for (const t of tombstones) {
+      if (now - Date.parse(t.mtime) > graceMs) {
+        await jsm.streams.purge(objStream, { filter: objectMetaSubject(bucket, t.name), seq: t.seq + 1 });
+      }
+    }
+
+    // 4. Orphan chunk sets: chunks whose nuid no live meta names, idle past the grace period.
+    const liveNuids = new Set([...live.values()].map((o) => o.info.nuid));
+    const si = await jsm.streams.info(objStream, { subjects_filter: `$O.${bucket}.C.>` });
+    for (const subject of Object.keys(si.state.subjects ?? {})) {
+      const id = subject.slice(`$O.${bucket}.C.`.length);
+      if (liveNuids.has(id)) continue;
+      const last = await jsm.streams.getMessage(objStream, { last_by_subj: subject });
+      if (!last || now - last.time.getTime() <= graceMs) continue;
+      const purged = await jsm.streams.purge(objStream, { filter: subject });
+      result.orphanChunksPurged++;
+      log.info(
+        { chunkSubject: subject, chunks: purged.purged },
+        "orphan payload chunks purged (upload never finished)",
+      );
+    }
+    return result;
+  };
+
+  const runOnce = (): Promise<PayloadJanitorRun> => {
+    // One run at a time; a caller arriving during a run gets that run's result.
+    running ??= runOnceInner().finally(() => {
+      running = undefined;
+    });
+    return running;
+  };
+
+  const schedule = () => {
+    if (intervalMs <= 0 || closing.signal.aborted) return;
+    timer = setTimeout(() => {
+      runOnce()
+        .then((r) => {
+          if (r.deleted || r.orphanChunksPurged) log.debug(r, "payload janitor run");
+        })
+        .catch((err: unknown) => {
+          if (!closing.signal.aborted) log.warn({ err: describeError(err) }, "payload janitor run failed; will retry");
+        })
+        .finally(schedule);
+    }, intervalMs);
+    timer.unref();
+  };
+  schedule();
+
+  const close = async () => {
+    closing.abort(new Error("payload janitor closed"));
+    if (timer) clearTimeout(timer);
+    await running?.catch(() => undefined);
+  };
+  return { runOnce, close, [Symbol.asyncDispose]: close };
+}
