@@ -261,7 +261,8 @@ export async function consumeFiles(
         }
         if (entry.settled) return;
         entry.settled = true;
-        msg.term(`${code}: ${error}`.slice(0, 256));
+        // No reason argument: servers before 2.11 ignore a "+TERM <reason>" ack entirely.
+        msg.term();
         finish(entry, { ...(envelope ? { envelope } : {}), outcome: "dead-lettered", code, error, ...base() }, flog);
       };
 

@@ -30,7 +30,7 @@ import { FilerelayError, PayloadError } from "./errors.js";
 
 export const DEFAULT_PAYLOAD_CHUNK_BYTES = 128 * 1024;
 /** Publishes kept in flight during an upload (bytes): pipelining without unbounded memory. */
-const UPLOAD_IN_FLIGHT_BYTES = 8 * 1024 * 1024;
+const UPLOAD_IN_FLIGHT_BYTES = 4 * 1024 * 1024;
 /** Chunks requested per pull while reading (bytes): the read-side buffer bound. */
 const READ_BATCH_BYTES = 4 * 1024 * 1024;
 const READ_FETCH_EXPIRES_MS = 5_000;
@@ -50,6 +50,8 @@ export interface PutPayloadOptions {
   signal?: AbortSignal;
   /** Called after each chunk is handed to NATS with the bytes uploaded so far. */
   onProgress?: (bytes: number) => void;
+  /** Bytes of chunks published but not yet acknowledged (default 4 MiB): pipelining depth. */
+  inFlightBytes?: number;
   /** Per-publish PubAck timeout (default 30 s). */
   timeoutMs?: number;
 }
@@ -149,7 +151,7 @@ export async function putPayloadObject(nc: NatsConnection, opts: PutPayloadOptio
   const timeout = opts.timeoutMs ?? 30_000;
   const maxPayload = nc.info?.max_payload ?? 1024 * 1024;
   const chunkBytes = Math.max(1024, Math.min(opts.chunkBytes ?? DEFAULT_PAYLOAD_CHUNK_BYTES, maxPayload));
-  const maxInFlight = Math.max(2, Math.ceil(UPLOAD_IN_FLIGHT_BYTES / chunkBytes));
+  const maxInFlight = Math.max(1, Math.ceil((opts.inFlightBytes ?? UPLOAD_IN_FLIGHT_BYTES) / chunkBytes));
 
   let js: JetStreamClient;
   let jsm: JetStreamManager;
