@@ -3,6 +3,7 @@ import { createCipheriv, createHash, randomBytes, randomUUID } from "node:crypto
 import { mkdtemp, rm } from "node:fs/promises";
 import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
+import { createServer, connect, type Server, type Socket } from "node:net";
 import { join } from "node:path";
 import { Readable } from "node:stream";
 import { fileURLToPath } from "node:url";
@@ -54,9 +55,9 @@ export interface S3Server extends AsyncDisposable {
   listKeys(prefix?: string): Promise<string[]>;
   /** Streams the object and hashes it (never buffers it whole); undefined if absent. */
   describe(key: string): Promise<StoredObject | undefined>;
-  /** Kills the store (connections refused until restart()). */
+  /** Takes the endpoint away: open connections dropped, new ones refused until restart(). */
   stop(): Promise<void>;
-  /** Starts again on the same port with the same data directory. */
+  /** The endpoint answers again on the same port, with the same data directory. */
   restart(): Promise<void>;
   /** What s3rver printed (last lines), for failure messages. */
   output(): string;
@@ -233,17 +234,55 @@ async function minioStore(bucket: string): Promise<S3Server> {
   });
 }
 
+/**
+ * A TCP relay in front of a store, so tests can take the endpoint away (every
+ * connection dropped, new ones refused) without crashing the store itself.
+ */
+function createRelay(listenPort: number, targetPort: number) {
+  const sockets = new Set<Socket>();
+  let server: Server | undefined;
+  const track = (s: Socket) => {
+    sockets.add(s);
+    s.once("close", () => sockets.delete(s));
+  };
+  const open = () =>
+    new Promise<void>((resolve, reject) => {
+      const srv = createServer((downstream) => {
+        const upstream = connect(targetPort, "127.0.0.1");
+        track(downstream);
+        track(upstream);
+        downstream.on("error", () => upstream.destroy());
+        upstream.on("error", () => downstream.destroy());
+        downstream.pipe(upstream).pipe(downstream);
+      });
+      srv.once("error", reject);
+      srv.listen(listenPort, "127.0.0.1", () => resolve());
+      server = srv;
+    });
+  const cut = async () => {
+    const srv = server;
+    server = undefined;
+    if (!srv) return;
+    const closed = new Promise<void>((resolve) => srv.close(() => resolve()));
+    for (const s of sockets) s.destroy();
+    await closed;
+  };
+  return { open, cut };
+}
+
 async function s3rverStore(bucket: string): Promise<S3Server> {
   const port = await freePort();
+  const innerPort = await freePort();
   const dataDir = await mkdtemp(join(tmpdir(), "filerelay-s3rver-"));
   const endpoint = `http://127.0.0.1:${port}`;
   const core: StoreCore = { kind: "s3rver", endpoint, region: "us-east-1", ...S3RVER_CREDENTIALS, bucket };
   const h = storeHelpers(core);
+  const relay = createRelay(port, innerPort);
   let child: ChildProcess | undefined;
   let lines: string[] = [];
 
   const launch = async (): Promise<void> => {
-    const args = [S3RVER_BIN, "-d", dataDir, "-a", "127.0.0.1", "-p", String(port), "-s"];
+    const args = [S3RVER_BIN, "-d", dataDir, "-a", "127.0.0.1", "-p", String(innerPort), "-s"];
     args.push("--configure-bucket", bucket);
     const proc = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "pipe"] });
     guardChild(proc);
@@ -259,19 +298,21 @@ async function s3rverStore(bucket: string): Promise<S3Server> {
         if (proc.exitCode !== null)
           throw new Error(`s3rver exited with ${proc.exitCode}: ${lines.slice(-5).join(" | ")}`);
         // Any HTTP answer means it listens (the root answers 403 without a signature).
-        const res = await fetch(`${endpoint}/`);
+        const res = await fetch(`http://127.0.0.1:${innerPort}/`);
         return res.status > 0;
       },
-      { timeoutMs: 20_000, message: `s3rver on port ${port} to answer` },
+      { timeoutMs: 20_000, message: `s3rver on port ${innerPort} to answer` },
     );
   };
+  const running = () => child !== undefined && child.exitCode === null && child.signalCode === null;
   const kill = async (): Promise<void> => {
     const proc = child;
-    if (!proc || proc.exitCode !== null || proc.signalCode !== null) return;
+    if (!proc || !running()) return;
     proc.kill("SIGKILL");
     await waitForExit(proc, 10_000);
   };
   await launch();
+  await relay.open();
 
   return {
     ...core,
@@ -282,14 +323,19 @@ async function s3rverStore(bucket: string): Promise<S3Server> {
     createBucket: h.createBucket,
     listKeys: h.listKeys,
     describe: h.describe,
-    stop: kill,
+    // The network goes, the store stays: s3rver's filesystem store is not crash-atomic (a
+    // SIGKILL inside CompleteMultipartUpload leaves a partial object under the key), which
+    // no real S3 store does, so killing it would test s3rver rather than the sink.
+    stop: () => relay.cut(),
     restart: async () => {
-      await kill();
-      await launch();
+      await relay.cut();
+      if (!running()) await launch();
+      await relay.open();
     },
     output: () => lines.join("\n"),
     [Symbol.asyncDispose]: async () => {
       h.destroyClient();
+      await relay.cut();
       await kill();
       await rm(dataDir, { recursive: true, force: true });
     },
