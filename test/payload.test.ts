@@ -211,7 +211,7 @@ describe("payload transport (real nats-server)", () => {
     // Find the 3rd chunk and replace it with bytes of the same length.
     let seq = 0;
     for (let i = 0; i < 3; i++) {
-      const m = await jsm.streams.getMessage(stream, { seq: seq + 1, next_by_subj: subject });
+      const m = await jsm.direct.getMessage(stream, { seq: seq + 1, next_by_subj: subject });
       seq = m?.seq ?? 0;
     }
     const third = await jsm.streams.getMessage(stream, { seq });
@@ -225,7 +225,7 @@ describe("payload transport (real nats-server)", () => {
     expect(err.permanent).toBe(true);
 
     // Now drop a chunk entirely: the object is short.
-    const first = await jsm.streams.getMessage(stream, { seq: 1, next_by_subj: subject });
+    const first = await jsm.direct.getMessage(stream, { seq: 1, next_by_subj: subject });
     await jsm.streams.deleteMessage(stream, first?.seq ?? 0);
     const short = await errorOf(openPayload(t.nc, env, new Uint8Array()));
     expect(short.code).toBe("PAYLOAD_SIZE_MISMATCH");
