@@ -1,6 +1,7 @@
 import type { Logger } from "@filerelay/core";
 import type { ProducerConfig, SinkKind } from "../config.js";
 import { createFsSink } from "./fsSink.js";
+import { createS3Sink } from "./s3Sink.js";
 import type { Sink } from "./sink.js";
 
 export type { Sink, SinkWriteRequest, SinkWriteResult } from "./sink.js";
@@ -11,4 +12,5 @@ export type SinkFactory = (config: ProducerConfig, deps: { log: Logger }) => Sin
 /** One factory per SINK value. */
 export const sinkFactories: Partial<Record<SinkKind, SinkFactory>> = {
   fs: createFsSink,
+  s3: createS3Sink,
 };
