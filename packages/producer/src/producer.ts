@@ -1,0 +1,231 @@
+import { createRequire } from "node:module";
+import { jetstreamManager } from "@nats-io/jetstream";
+import {
+  ConfigError,
+  connectNats,
+  consumeFiles,
+  createMetrics,
+  describeError,
+  EnvelopeError,
+  natsReadiness,
+  SinkError,
+  startHttpServer,
+  watchNatsConnection,
+  type Envelope,
+  type FileContext,
+  type FileOutcome,
+  type Logger,
+  type NatsConnection,
+  type ProducerMetrics,
+} from "@filerelay/core";
+import type { ProducerConfig } from "./config.js";
+import { createOrganizer, type Organizer } from "./organizer.js";
+import { sinkFactories, type Sink, type SinkWriteResult } from "./sinks/index.js";
+
+// check-disk-space's type declarations describe its CommonJS build; load that one so types and runtime agree.
+const { default: checkDiskSpace } = createRequire(import.meta.url)("check-disk-space") as {
+  default: (path: string) => Promise<{ diskPath: string; free: number; size: number }>;
+};
+
+export interface FileHandlerDeps {
+  config: ProducerConfig;
+  sink: Sink;
+  organizer?: Organizer;
+  /** Free bytes on OUTPUT_DIR's filesystem (default: check-disk-space); tests substitute it. */
+  freeSpace?: (dir: string) => Promise<number>;
+  /** Told the sink's result of each successful write (metrics use it). */
+  onWritten?: (envelope: Envelope, result: SinkWriteResult) => void;
+}
+
+/**
+ * The producer's per-file work, as a consumeFiles() handler: validate against
+ * this producer's limits, build the output path, check disk space, write
+ * through the sink, and log one line with where the file landed. Throwing a
+ * permanent FilerelayError dead-letters the envelope; anything else retries.
+ */
+export function createFileHandler(deps: FileHandlerDeps): (ctx: FileContext) => Promise<void> {
+  const { config, sink } = deps;
+  const organizer = deps.organizer ?? createOrganizer(config);
+  const freeSpace = deps.freeSpace ?? (async (dir: string) => (await checkDiskSpace(dir)).free);
+  const allowed = config.ALLOWED_CONTENT_TYPES?.map((t) => t.toLowerCase());
+
+  return async (ctx) => {
+    const { envelope, log } = ctx;
+    const started = Date.now();
+    if (config.MAX_FILE_SIZE !== undefined && envelope.size > config.MAX_FILE_SIZE) {
+      throw new EnvelopeError(
+        "ENVELOPE_TOO_LARGE",
+        `ce-filesize ${envelope.size} exceeds MAX_FILE_SIZE ${config.MAX_FILE_SIZE}`,
+      );
+    }
+    if (allowed && !contentTypeAllowed(envelope.contentType, allowed)) {
+      throw new EnvelopeError(
+        "CONTENT_TYPE_NOT_ALLOWED",
+        `content type ${JSON.stringify(envelope.contentType)} is not in ALLOWED_CONTENT_TYPES (${allowed.join(", ")})`,
+      );
+    }
+    const path = organizer.pathFor(envelope);
+    if (config.SINK === "fs" && config.OUTPUT_DIR && config.DISK_SPACE_FACTOR > 0) {
+      await requireDiskSpace(config.OUTPUT_DIR, envelope.size, config.DISK_SPACE_FACTOR, freeSpace, log);
+    }
+    const result = await sink.write({
+      envelope,
+      path,
+      open: () => ctx.open(),
+      progress: () => ctx.working(),
+      signal: ctx.signal,
+      log,
+    });
+    log.info(
+      {
+        fileId: envelope.id,
+        path: envelope.subject,
+        size: envelope.size,
+        sha256: envelope.sha256,
+        outcome: result.outcome,
+        attempts: ctx.deliveryCount,
+        durationMs: Date.now() - started,
+        location: result.location,
+      },
+      result.outcome === "written" ? "file written" : `file ${result.outcome}`,
+    );
+    deps.onWritten?.(envelope, result);
+  };
+}
+
+/** `text/csv; charset=utf-8` matches `text/csv`, `text/*` and `*\/*`. */
+export function contentTypeAllowed(contentType: string, allowed: readonly string[]): boolean {
+  const type = (contentType.split(";")[0] ?? "").trim().toLowerCase();
+  const major = type.split("/")[0];
+  return allowed.some((a) => a === type || a === "*/*" || a === "*" || (a.endsWith("/*") && a.slice(0, -2) === major));
+}
+
+async function requireDiskSpace(
+  dir: string,
+  size: number,
+  factor: number,
+  freeSpace: (dir: string) => Promise<number>,
+  log: Logger,
+): Promise<void> {
+  let free: number;
+  try {
+    free = await freeSpace(dir);
+  } catch (err) {
+    // The write itself will fail if the directory is really unusable; do not block on df.
+    log.warn({ outputDir: dir, err: describeError(err) }, "cannot check free disk space; writing anyway");
+    return;
+  }
+  const required = Math.ceil(size * factor);
+  if (free < required) {
+    log.warn({ outputDir: dir, free, required, size, factor }, "not enough free disk space; will retry");
+    throw new SinkError(
+      "DISK_SPACE_LOW",
+      `${free} bytes free on ${dir}, need ${required} (DISK_SPACE_FACTOR ${factor} × ${size} bytes)`,
+      { details: { free, required, size, factor, outputDir: dir } },
+    );
+  }
+}
+
+export interface RunProducerOptions {
+  log: Logger;
+  /** Aborted on SIGTERM/SIGINT: stop pulling, drain within SHUTDOWN_TIMEOUT_MS, return. */
+  signal: AbortSignal;
+}
+
+/**
+ * The producer service: connect, set up the sink (stale temp cleanup), serve
+ * health/metrics, and consume the group's envelopes through consumeFiles()
+ * (which provisions the stream, DLQ and group durable) until `signal` aborts.
+ */
+export async function runProducer(config: ProducerConfig, options: RunProducerOptions): Promise<void> {
+  const { log, signal } = options;
+  const factory = sinkFactories[config.SINK];
+  if (!factory) throw new ConfigError([`SINK: the ${config.SINK} sink is not available in this build`]);
+  const organizer = createOrganizer(config);
+
+  // Disposed in reverse order: HTTP, connection watch, NATS (drained), sink, metrics.
+  await using metrics = createMetrics("producer");
+  await using sink = factory(config, { log: log.child({ sink: config.SINK }) });
+  await sink.init();
+
+  const nc: NatsConnection = await connectNats(config, {
+    name: `filerelay-producer-${config.PRODUCER_GROUP}`,
+    log,
+    signal,
+  });
+  await using _nats = {
+    [Symbol.asyncDispose]: () => nc.drain().catch(() => nc.close()),
+  };
+  await using _watch = watchNatsConnection(nc, metrics);
+  const jsm = await jetstreamManager(nc);
+  metrics.trackPendingMessages(
+    config.PRODUCER_GROUP,
+    async () => (await jsm.consumers.info(config.STREAM, config.PRODUCER_GROUP)).num_pending,
+  );
+  await using _http =
+    config.HTTP_PORT > 0
+      ? await startHttpServer({
+          port: config.HTTP_PORT,
+          log,
+          metrics,
+          ready: async () => {
+            await natsReadiness(nc, jsm);
+            await sink.checkReady();
+          },
+        })
+      : undefined;
+
+  const results = new Map<string, SinkWriteResult>();
+  const handler = createFileHandler({
+    config,
+    sink,
+    organizer,
+    onWritten: (envelope, result) => results.set(envelope.id, result),
+  });
+  const onOutcome = (o: FileOutcome) => recordOutcome(metrics, config.PRODUCER_GROUP, o, results);
+
+  log.info({ group: config.PRODUCER_GROUP, sink: config.SINK }, "producer started");
+  await consumeFiles(
+    {
+      nats: nc,
+      group: config.PRODUCER_GROUP,
+      subject: config.SUBJECT,
+      stream: config.STREAM,
+      concurrency: config.CONCURRENCY,
+      signal,
+      maxDeliver: config.MAX_DELIVER,
+      backoffMs: config.RETRY_BACKOFF_MS,
+      ackWaitMs: config.ACK_WAIT_MS,
+      ...(config.ERROR_DIR ? { errorDir: config.ERROR_DIR } : {}),
+      log,
+      drainTimeoutMs: config.SHUTDOWN_TIMEOUT_MS,
+      replicas: config.STREAM_REPLICAS,
+      onOutcome,
+    },
+    handler,
+  );
+  log.info("producer stopped");
+}
+
+function recordOutcome(
+  metrics: ProducerMetrics,
+  group: string,
+  o: FileOutcome,
+  results: Map<string, SinkWriteResult>,
+): void {
+  const bytes = o.envelope?.size ?? 0;
+  const base = { group, bytes, durationMs: o.durationMs, ...(o.code ? { code: o.code } : {}) };
+  if (o.outcome === "acked") {
+    const result = o.envelope ? results.get(o.envelope.id) : undefined;
+    if (o.envelope) results.delete(o.envelope.id);
+    const written = result?.outcome === "written";
+    metrics.fileOutcome({
+      ...base,
+      outcome: written ? "written" : "skipped",
+      ...(written && o.envelope ? { endToEndMs: Date.now() - o.envelope.time.getTime() } : {}),
+    });
+  } else {
+    if (o.envelope) results.delete(o.envelope.id);
+    metrics.fileOutcome({ ...base, outcome: o.outcome === "retry" ? "retry" : "dead_lettered" });
+  }
+}
