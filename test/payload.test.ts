@@ -164,10 +164,11 @@ describe("payload transport (real nats-server)", () => {
       read = await digestOf(openPayload(t.nc, env, new Uint8Array()));
     });
     expect(read).toEqual({ size: 50 * 1024 * 1024, sha256: sha });
-    // Buffering the file would need 50 MiB; streaming holds a few MiB of chunks
-    // (the 300 MB test in payload-large.test.ts holds the same bound).
-    expect(putMiB).toBeLessThan(30);
-    expect(readMiB).toBeLessThan(30);
+    // Buffering the file would need 50 MiB on top of a fixed overhead (~20-35 MiB
+    // of chunks in flight and client/socket buffers, the same for 300 MB: see
+    // payload-large.test.ts).
+    expect(putMiB).toBeLessThan(48);
+    expect(readMiB).toBeLessThan(48);
   });
 
   it("reads objects written by the official client, and empty objects", async () => {
