@@ -1,0 +1,180 @@
+import { realpath, stat } from "node:fs/promises";
+import { isAbsolute, join, relative, resolve, sep } from "node:path";
+import fg from "fast-glob";
+
+/** Names no writer means as finished files (DESIGN §4); dotfiles are skipped by the glob itself. */
+export const ALWAYS_SKIPPED_EXTENSIONS = [".tmp", ".part", ".partial", ".crdownload", ".swp"] as const;
+
+export interface DirectoryScannerOptions {
+  inputDir: string;
+  filePattern: string;
+  excludePatterns: readonly string[];
+  readyMarkerSuffix?: string | undefined;
+  followSymlinks: boolean;
+  /** Directories to leave out even when they lie inside inputDir (ARCHIVE_DIR, ERROR_DIR). */
+  excludedDirs: readonly (string | undefined)[];
+}
+
+export interface ScannedFile {
+  /** Path relative to INPUT_DIR, '/'-separated. */
+  rel: string;
+  size: number;
+  mtimeMs: number;
+  ino: number;
+  /** Set for a followed symlink: the resolved target, inside INPUT_DIR. */
+  target?: string;
+  /** Set when the path must never be read (a symlink resolving outside INPUT_DIR). */
+  refused?: string;
+}
+
+export interface ScanResult {
+  files: ScannedFile[];
+  /** Relative paths of files whose ready marker exists. */
+  markers: Set<string>;
+  /** Paths seen but not candidates, with why (for debug logs). */
+  skipped: { rel: string; reason: string }[];
+}
+
+/** A pattern without '/' matches at any depth, as operators expect from `*.csv`. */
+export function toDeepPattern(pattern: string): string {
+  let p = pattern.trim().replace(/^\.\//, "");
+  if (p.endsWith("/")) p = `${p}**`;
+  return p.includes("/") ? p : `**/${p}`;
+}
+
+/**
+ * Lists INPUT_DIR with fast-glob (polling is the source of truth). Never leaves
+ * INPUT_DIR: symlinked directories are not entered, and a symlinked file is
+ * only resolved when FOLLOW_SYMLINKS is on, and refused when its target lies
+ * outside.
+ */
+export class DirectoryScanner {
+  readonly root: string;
+  readonly #options: DirectoryScannerOptions;
+  readonly #patterns: string[];
+  readonly #ignore: string[];
+  /** Relative '/'-separated prefixes of excluded directories inside INPUT_DIR. */
+  readonly #excludedPrefixes: string[];
+  #realRoot: string | undefined;
+
+  constructor(options: DirectoryScannerOptions) {
+    this.#options = options;
+    this.root = resolve(options.inputDir);
+    this.#patterns = [toDeepPattern(options.filePattern)];
+    if (options.readyMarkerSuffix) this.#patterns.push(`**/*${fg.escapePath(options.readyMarkerSuffix)}`);
+    this.#excludedPrefixes = [];
+    this.#ignore = [
+      ...ALWAYS_SKIPPED_EXTENSIONS.map((ext) => `**/*${ext}`),
+      ...options.excludePatterns.map(toDeepPattern),
+    ];
+    for (const dir of options.excludedDirs) {
+      if (dir === undefined) continue;
+      const rel = relative(this.root, resolve(dir));
+      if (rel === "" || rel.startsWith("..") || isAbsolute(rel)) continue;
+      const posix = rel.split(sep).join("/");
+      this.#excludedPrefixes.push(`${posix}/`);
+      const escaped = fg.escapePath(posix);
+      this.#ignore.push(escaped, `${escaped}/**`);
+    }
+  }
+
+  /** The absolute path of a relative one. */
+  absolute(rel: string): string {
+    return join(this.root, ...rel.split("/"));
+  }
+
+  /**
+   * Cheap pre-filter for file-system events: true when `rel` can never be a
+   * candidate whatever the patterns say (dotfile, temp name, excluded dir).
+   */
+  isIgnoredPath(rel: string): boolean {
+    if (this.#excludedPrefixes.some((p) => rel === p.slice(0, -1) || rel.startsWith(p))) return true;
+    const segments = rel.split("/");
+    if (segments.some((s) => s.startsWith("."))) return true;
+    const name = segments[segments.length - 1] ?? "";
+    return ALWAYS_SKIPPED_EXTENSIONS.some((ext) => name.endsWith(ext));
+  }
+
+  /** Is this the ready marker of another file? Returns that file's relative path. */
+  markerTarget(rel: string): string | undefined {
+    const suffix = this.#options.readyMarkerSuffix;
+    if (!suffix || !rel.endsWith(suffix) || rel.length === suffix.length) return undefined;
+    return rel.slice(0, -suffix.length);
+  }
+
+  async scan(): Promise<ScanResult> {
+    this.#realRoot ??= await realpath(this.root);
+    const entries = await fg(this.#patterns, {
+      cwd: this.root,
+      dot: false,
+      onlyFiles: false,
+      followSymbolicLinks: false,
+      stats: true,
+      objectMode: true,
+      unique: true,
+      // A directory we may not read, or a file gone between readdir and lstat,
+      // must not abort the whole scan.
+      suppressErrors: true,
+      ignore: this.#ignore,
+    });
+    const result: ScanResult = { files: [], markers: new Set(), skipped: [] };
+    for (const entry of entries) {
+      const rel = entry.path;
+      const st = entry.stats;
+      if (!st || st.isDirectory()) continue;
+      const target = this.markerTarget(rel);
+      if (target !== undefined) {
+        result.markers.add(target);
+        continue;
+      }
+      if (st.isFile()) {
+        result.files.push({ rel, size: st.size, mtimeMs: st.mtimeMs, ino: st.ino });
+      } else if (st.isSymbolicLink()) {
+        if (!this.#options.followSymlinks) {
+          result.skipped.push({ rel, reason: "symlink (FOLLOW_SYMLINKS=false)" });
+          continue;
+        }
+        const resolved = await this.resolveSymlink(rel);
+        if (resolved === undefined) continue;
+        if ("refused" in resolved) {
+          result.files.push({ rel, size: 0, mtimeMs: 0, ino: 0, refused: resolved.refused });
+        } else if ("notFile" in resolved) {
+          result.skipped.push({ rel, reason: "symlink to something other than a regular file" });
+        } else {
+          result.files.push({ rel, ...resolved });
+        }
+      } else {
+        result.skipped.push({ rel, reason: "not a regular file" });
+      }
+    }
+    return result;
+  }
+
+  /**
+   * Resolves a symlinked file. undefined: it vanished or dangles; `refused`: it
+   * resolves outside INPUT_DIR; otherwise its target's identity.
+   */
+  async resolveSymlink(
+    rel: string,
+  ): Promise<
+    { size: number; mtimeMs: number; ino: number; target: string } | { refused: string } | { notFile: true } | undefined
+  > {
+    this.#realRoot ??= await realpath(this.root);
+    let target: string;
+    try {
+      target = await realpath(this.absolute(rel));
+    } catch {
+      return undefined;
+    }
+    if (!target.startsWith(this.#realRoot + sep)) {
+      return { refused: `symlink resolves outside INPUT_DIR (to ${target})` };
+    }
+    try {
+      const st = await stat(target);
+      if (!st.isFile()) return { notFile: true };
+      return { size: st.size, mtimeMs: st.mtimeMs, ino: st.ino, target };
+    } catch {
+      return undefined;
+    }
+  }
+}

@@ -1,0 +1,1110 @@
+import { createHash, randomUUID } from "node:crypto";
+import { constants } from "node:fs";
+import { lstat, open, type FileHandle } from "node:fs/promises";
+import { performance } from "node:perf_hooks";
+import { setTimeout as sleep } from "node:timers/promises";
+import { jetstream, jetstreamManager, type JetStreamClient, type JetStreamManager } from "@nats-io/jetstream";
+import mime from "mime";
+import {
+  deletePayloadObject,
+  describeError,
+  envelopeToHeaders,
+  envelopeToRecord,
+  FilerelayError,
+  fileVersionId,
+  isFilerelayError,
+  jetstreamNames,
+  natsReadiness,
+  parseEnvelope,
+  putPayloadObject,
+  SourceError,
+  type ConsumerMetrics,
+  type Envelope,
+  type Logger,
+  type NatsConnection,
+} from "@filerelay/core";
+import { ClaimStore, type Claim } from "./claimStore.js";
+import type { ConsumerConfig } from "./config.js";
+import { DirectoryScanner, type ScannedFile } from "./directoryScanner.js";
+import { DirectoryWatcher } from "./directoryWatcher.js";
+import { moveNoClobber, removeFile, utcDay, writeJsonAtomic, type ErrorRecord } from "./disposer.js";
+import { computeFingerprint, FINGERPRINT_HEAD_BYTES } from "./fingerprint.js";
+import { FingerprintStore } from "./fingerprintStore.js";
+import { MinHeap } from "./minHeap.js";
+
+/** How long a publish may wait for its PubAck. */
+const PUBLISH_TIMEOUT_MS = 5000;
+/** Early scans (after file-system events) never take more than about a third of the time. */
+const EARLY_SCAN_MIN_DELAY_MS = 20;
+/** How often the broker is probed while it is unavailable. */
+const OUTAGE_PROBE_MS = 1000;
+/** Events handled per batch of stat() calls. */
+const EVENT_BATCH = 256;
+
+type FileState =
+  /** Not yet stable (or no ready marker yet). */
+  | "waiting"
+  /** Stable, queued for a worker. */
+  | "ready"
+  /** A worker holds it. */
+  | "active"
+  /** Waiting for a retry (failure backoff, or claimed by another replica). */
+  | "backoff"
+  /** Published (and left in place), or already published: nothing to do until it changes. */
+  | "done"
+  /** Finally failed and left in place (no ERROR_DIR): nothing to do until it changes. */
+  | "failed";
+
+interface TrackedFile {
+  rel: string;
+  size: number;
+  mtimeMs: number;
+  ino: number;
+  /** A followed symlink: its resolved target. */
+  target?: string | undefined;
+  /** A refused symlink: why. */
+  refused?: string | undefined;
+  state: FileState;
+  /** Bumped on every change; queue entries of older generations are stale. */
+  gen: number;
+  /** When this version (size, mtime) was first seen: the stability clock. */
+  observedAt: number;
+  /** ce-time: when this version was detected. */
+  detectedAt: Date;
+  attempts: number;
+  firstAttemptAt?: Date | undefined;
+  lastAttemptAt?: Date | undefined;
+  fingerprint?: string | undefined;
+  fileId?: string | undefined;
+  seenInScan: number;
+}
+
+interface Identity {
+  size: number;
+  mtimeMs: number;
+  ino: number;
+}
+
+type Disposition = "deleted" | "archived" | "left";
+
+type AttemptResult =
+  | { kind: "published"; envelope: Envelope; duplicate: boolean; disposition: Disposition; movedTo?: string }
+  | { kind: "already"; envelope: Envelope; disposition: Disposition; movedTo?: string }
+  | { kind: "changed"; identity?: Identity }
+  | { kind: "vanished" }
+  | { kind: "held" }
+  | { kind: "abandoned" };
+
+export interface DirectorySourceOptions {
+  config: ConsumerConfig;
+  nc: NatsConnection;
+  log: Logger;
+  metrics?: ConsumerMetrics;
+  /** Identifies this replica in publish claims (default: a random UUID). */
+  instanceId?: string;
+}
+
+export interface DirectorySourceStats {
+  tracked: number;
+  waiting: number;
+  ready: number;
+  active: number;
+  backoff: number;
+  done: number;
+  failed: number;
+  scans: number;
+  watchedDirectories: number;
+  outage: boolean;
+}
+
+/** A publish-side failure (claim, KV, upload, publish) that may be a broker outage. */
+class NetworkPhaseError extends SourceError {
+  override name = "NetworkPhaseError";
+}
+
+function sameIdentity(a: Identity, b: Identity): boolean {
+  return a.size === b.size && a.mtimeMs === b.mtimeMs && a.ino === b.ino;
+}
+
+function errnoCode(err: unknown): string | undefined {
+  return (err as NodeJS.ErrnoException | undefined)?.code;
+}
+
+/** Reads exactly `size` bytes from the start, or null when the file holds a different number. */
+async function readWhole(fh: FileHandle, size: number): Promise<Buffer | null> {
+  // One byte more than expected reveals a file that grew.
+  const buf = Buffer.allocUnsafe(size + 1);
+  let total = 0;
+  while (total < buf.length) {
+    const { bytesRead } = await fh.read(buf, total, buf.length - total, total);
+    if (bytesRead === 0) break;
+    total += bytesRead;
+  }
+  return total === size ? buf.subarray(0, size) : null;
+}
+
+/** The whole file from the start, in chunks (the handle stays open: the caller re-checks it afterwards). */
+async function* readChunks(fh: FileHandle, chunkBytes: number): AsyncGenerator<Buffer> {
+  let position = 0;
+  for (;;) {
+    const buf = Buffer.allocUnsafe(chunkBytes);
+    let filled = 0;
+    while (filled < chunkBytes) {
+      const { bytesRead } = await fh.read(buf, filled, chunkBytes - filled, position + filled);
+      if (bytesRead === 0) break;
+      filled += bytesRead;
+    }
+    if (filled > 0) yield buf.subarray(0, filled);
+    if (filled < chunkBytes) return;
+    position += filled;
+  }
+}
+
+async function readHead(fh: FileHandle, size: number): Promise<Buffer> {
+  const want = Math.min(size, FINGERPRINT_HEAD_BYTES);
+  const buf = Buffer.allocUnsafe(want);
+  let total = 0;
+  while (total < want) {
+    const { bytesRead } = await fh.read(buf, total, want - total, total);
+    if (bytesRead === 0) break;
+    total += bytesRead;
+  }
+  return buf.subarray(0, total);
+}
+
+/**
+ * The directory source: discovers files in INPUT_DIR (polling + fs events),
+ * waits until each is completely written, publishes it once as an envelope
+ * (inline or through the Object Store), then deletes, archives or leaves it;
+ * retries failures with backoff and moves what finally fails to ERROR_DIR.
+ *
+ * Bookkeeping is one record per file path, never a file handle or buffer:
+ * at most CONCURRENCY files are open or in memory at a time, oldest mtime first.
+ */
+export class DirectorySource implements AsyncDisposable {
+  readonly #config: ConsumerConfig;
+  readonly #nc: NatsConnection;
+  readonly #log: Logger;
+  readonly #metrics: ConsumerMetrics | undefined;
+  readonly #scanner: DirectoryScanner;
+  readonly #watcher: DirectoryWatcher;
+  readonly #claims: ClaimStore;
+  readonly #fingerprints: FingerprintStore;
+  readonly #js: JetStreamClient;
+  readonly #jsm: JetStreamManager;
+  readonly #payloadBucket: string;
+  readonly #abort = new AbortController();
+
+  readonly #files = new Map<string, TrackedFile>();
+  /** Stability deadlines in the order they were set: since the clock only moves forward, a FIFO is sorted. */
+  #stability: { at: number; rel: string; gen: number }[] = [];
+  #stabilityHead = 0;
+  readonly #ready = new MinHeap<{ rel: string; gen: number; mtimeMs: number }>((a, b) =>
+    a.mtimeMs === b.mtimeMs ? a.rel < b.rel : a.mtimeMs < b.mtimeMs,
+  );
+  readonly #retries = new MinHeap<{ at: number; rel: string; gen: number }>((a, b) => a.at < b.at);
+  #markers = new Set<string>();
+  readonly #loggedSkips = new Set<string>();
+
+  readonly #workers = new Set<Promise<void>>();
+  #wakeTimer: NodeJS.Timeout | undefined;
+  #wakeAt = Number.POSITIVE_INFINITY;
+
+  #scanTimer: NodeJS.Timeout | undefined;
+  #scanAt = Number.POSITIVE_INFINITY;
+  #scanning: Promise<void> | undefined;
+  #rescanRequested = false;
+  #lastScanStart = 0;
+  #lastScanMs = 0;
+  #scans = 0;
+  #firstScan: Promise<void>;
+
+  #pendingPaths = new Set<string>();
+  #eventsScheduled = false;
+
+  #connected = true;
+  #statusIterator: AsyncIterable<unknown> | undefined;
+  #epoch = 0;
+  #outage = false;
+  #stopping = false;
+  #closed: Promise<void> | undefined;
+
+  private constructor(
+    options: DirectorySourceOptions,
+    stores: { claims: ClaimStore; fingerprints: FingerprintStore; jsm: JetStreamManager },
+  ) {
+    const { config } = options;
+    this.#config = config;
+    this.#nc = options.nc;
+    this.#log = options.log;
+    this.#metrics = options.metrics;
+    this.#claims = stores.claims;
+    this.#fingerprints = stores.fingerprints;
+    this.#jsm = stores.jsm;
+    this.#js = jetstream(options.nc, { timeout: PUBLISH_TIMEOUT_MS });
+    this.#payloadBucket = jetstreamNames(config).payloadBucket;
+    this.#scanner = new DirectoryScanner({
+      inputDir: config.INPUT_DIR,
+      filePattern: config.FILE_PATTERN,
+      excludePatterns: config.EXCLUDE_PATTERNS,
+      readyMarkerSuffix: config.READY_MARKER_SUFFIX,
+      followSymlinks: config.FOLLOW_SYMLINKS,
+      excludedDirs: [config.ARCHIVE_DIR, config.ERROR_DIR],
+    });
+    this.#watcher = new DirectoryWatcher({
+      root: this.#scanner.root,
+      onPath: (rel) => this.#onPath(rel),
+      isIgnored: (rel) => this.#scanner.isIgnoredPath(rel),
+      log: options.log,
+    });
+    this.#followConnection();
+    void this.#watcher.watchTree("");
+    this.#firstScan = this.#runScan();
+  }
+
+  /** Opens the KV buckets (provisioned beforehand) and starts discovery. */
+  static async start(options: DirectorySourceOptions): Promise<DirectorySource> {
+    const names = jetstreamNames(options.config);
+    const instance = options.instanceId ?? randomUUID();
+    const [claims, fingerprints, jsm] = await Promise.all([
+      ClaimStore.open(options.nc, names.claimBucket, instance),
+      FingerprintStore.open(options.nc, names.fingerprintBucket),
+      jetstreamManager(options.nc, { timeout: 2000, checkAPI: false }),
+    ]);
+    return new DirectorySource(options, { claims, fingerprints, jsm });
+  }
+
+  /** Resolves once the first full scan has been processed (tests, readiness). */
+  firstScan(): Promise<void> {
+    return this.#firstScan;
+  }
+
+  stats(): DirectorySourceStats {
+    const s: DirectorySourceStats = {
+      tracked: this.#files.size,
+      waiting: 0,
+      ready: 0,
+      active: 0,
+      backoff: 0,
+      done: 0,
+      failed: 0,
+      scans: this.#scans,
+      watchedDirectories: this.#watcher.size,
+      outage: this.#outage,
+    };
+    for (const f of this.#files.values()) s[f.state]++;
+    return s;
+  }
+
+  // -------------------------------------------------------------------------
+  // Connection state: a broker outage is not a file failure.
+
+  #followConnection(): void {
+    const status = this.#nc.status();
+    this.#statusIterator = status;
+    void (async () => {
+      for await (const s of status) {
+        if (s.type === "disconnect") {
+          this.#connected = false;
+          this.#epoch++;
+        } else if (s.type === "reconnect") {
+          this.#connected = true;
+          this.#epoch++;
+          this.#pump();
+        }
+      }
+    })().catch(() => undefined);
+  }
+
+  async #jetStreamAvailable(): Promise<boolean> {
+    if (!this.#connected) return false;
+    try {
+      await natsReadiness(this.#nc, this.#jsm, 2000);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  #enterOutage(reason: string): void {
+    if (this.#outage || this.#stopping) return;
+    this.#outage = true;
+    this.#log.warn({ reason }, "NATS/JetStream unavailable; files wait until it is back");
+    void (async () => {
+      const started = Date.now();
+      while (!this.#stopping) {
+        await sleep(OUTAGE_PROBE_MS, undefined, { signal: this.#abort.signal }).catch(() => undefined);
+        if (this.#stopping) return;
+        if (await this.#jetStreamAvailable()) break;
+      }
+      this.#outage = false;
+      this.#log.info({ outageMs: Date.now() - started }, "NATS/JetStream available again; resuming");
+      this.#pump();
+    })();
+  }
+
+  // -------------------------------------------------------------------------
+  // Discovery.
+
+  #scheduleScan(delayMs: number): void {
+    if (this.#stopping) return;
+    const at = Date.now() + delayMs;
+    if (this.#scanning) {
+      if (delayMs < this.#config.POLL_INTERVAL_MS) this.#rescanRequested = true;
+      return;
+    }
+    if (this.#scanTimer && at >= this.#scanAt) return;
+    clearTimeout(this.#scanTimer);
+    this.#scanAt = at;
+    this.#scanTimer = setTimeout(() => {
+      this.#scanTimer = undefined;
+      this.#scanAt = Number.POSITIVE_INFINITY;
+      void this.#runScan();
+    }, delayMs);
+  }
+
+  /** An early scan, soon but spaced so that scanning a big directory cannot hog the CPU. */
+  #requestEarlyScan(): void {
+    const sinceLast = Date.now() - this.#lastScanStart;
+    const spacing = Math.max(EARLY_SCAN_MIN_DELAY_MS, 3 * this.#lastScanMs);
+    this.#scheduleScan(Math.max(EARLY_SCAN_MIN_DELAY_MS, spacing - sinceLast));
+  }
+
+  #runScan(): Promise<void> {
+    if (this.#scanning) return this.#scanning;
+    const run = async () => {
+      const started = Date.now();
+      this.#lastScanStart = started;
+      try {
+        const result = await this.#scanner.scan();
+        if (this.#stopping) return;
+        this.#scans++;
+        const scanId = this.#scans;
+        const now = Date.now();
+        this.#markers = result.markers;
+        const dirs = new Set<string>();
+        for (const f of result.files) {
+          this.#observe(f, now, scanId);
+          const slash = f.rel.lastIndexOf("/");
+          dirs.add(slash < 0 ? "" : f.rel.slice(0, slash));
+        }
+        for (const dir of dirs) this.#watcher.watchDir(dir);
+        for (const [rel, rec] of this.#files) {
+          // Gone (deleted, moved away) or no longer matching: forget it.
+          if (rec.seenInScan !== scanId && rec.state !== "active") this.#files.delete(rel);
+        }
+        if (this.#config.READY_MARKER_SUFFIX) {
+          for (const rel of this.#markers) {
+            const rec = this.#files.get(rel);
+            if (rec?.state === "waiting") this.#makeReady(rec);
+          }
+        }
+        if (this.#loggedSkips.size > 100_000) this.#loggedSkips.clear();
+        for (const s of result.skipped) {
+          if (this.#loggedSkips.has(s.rel)) continue;
+          this.#loggedSkips.add(s.rel);
+          this.#log.debug({ path: s.rel, reason: s.reason }, "file skipped");
+        }
+        this.#metrics?.pendingFiles.set(this.#pendingCount());
+        this.#log.trace({ files: result.files.length, ms: Date.now() - started }, "scan done");
+      } catch (err) {
+        this.#log.warn({ err, dir: this.#scanner.root }, "scanning INPUT_DIR failed; retrying at the next poll");
+      } finally {
+        this.#lastScanMs = Date.now() - started;
+        this.#scanning = undefined;
+        if (!this.#stopping) {
+          if (this.#rescanRequested) {
+            this.#rescanRequested = false;
+            this.#requestEarlyScan();
+          }
+          this.#scheduleScan(Math.max(0, started + this.#config.POLL_INTERVAL_MS - Date.now()));
+          this.#wake();
+        }
+      }
+    };
+    this.#scanning = run();
+    return this.#scanning;
+  }
+
+  #pendingCount(): number {
+    let n = 0;
+    for (const f of this.#files.values()) if (f.state !== "done" && f.state !== "failed") n++;
+    return n;
+  }
+
+  /** A new observation of a file's identity, from a scan or an event. */
+  #observe(f: ScannedFile, now: number, scanId?: number): void {
+    let rec = this.#files.get(f.rel);
+    if (!rec) {
+      rec = {
+        rel: f.rel,
+        size: f.size,
+        mtimeMs: f.mtimeMs,
+        ino: f.ino,
+        target: f.target,
+        refused: f.refused,
+        state: "waiting",
+        gen: 0,
+        observedAt: now,
+        detectedAt: new Date(now),
+        attempts: 0,
+        seenInScan: scanId ?? 0,
+      };
+      this.#files.set(f.rel, rec);
+      this.#log.debug({ path: f.rel, size: f.size }, "file detected; waiting until it is complete");
+      this.#startWaiting(rec, now);
+      return;
+    }
+    if (scanId !== undefined) rec.seenInScan = scanId;
+    // A worker verifies the file itself; it must not be disturbed.
+    if (rec.state === "active") return;
+    if (sameIdentity(rec, f) && rec.refused === f.refused) return;
+    rec.size = f.size;
+    rec.mtimeMs = f.mtimeMs;
+    rec.ino = f.ino;
+    rec.target = f.target;
+    rec.refused = f.refused;
+    rec.detectedAt = new Date(now);
+    // A changed file is a new version: fresh attempts.
+    rec.attempts = 0;
+    rec.firstAttemptAt = undefined;
+    this.#startWaiting(rec, now);
+  }
+
+  #startWaiting(rec: TrackedFile, now: number): void {
+    rec.gen++;
+    rec.state = "waiting";
+    rec.observedAt = now;
+    if (this.#config.READY_MARKER_SUFFIX) {
+      // The marker, not a quiet period, says the file is complete.
+      if (this.#markers.has(rec.rel)) this.#makeReady(rec);
+      return;
+    }
+    const at = now + this.#config.STABILITY_MS;
+    this.#stability.push({ at, rel: rec.rel, gen: rec.gen });
+    this.#scheduleWake(at);
+  }
+
+  #onPath(rel: string): void {
+    if (this.#stopping || this.#scanner.isIgnoredPath(rel)) return;
+    this.#pendingPaths.add(rel);
+    if (this.#eventsScheduled) return;
+    this.#eventsScheduled = true;
+    setImmediate(() => void this.#handleEvents());
+  }
+
+  /** File-system events: re-stat files we know; anything new triggers an early scan. */
+  async #handleEvents(): Promise<void> {
+    this.#eventsScheduled = false;
+    const paths = [...this.#pendingPaths];
+    this.#pendingPaths.clear();
+    let unknown = false;
+    for (let i = 0; i < paths.length && !this.#stopping; i += EVENT_BATCH) {
+      const results = await Promise.all(paths.slice(i, i + EVENT_BATCH).map((rel) => this.#handleEvent(rel)));
+      if (results.includes(true)) unknown = true;
+    }
+    if (unknown) this.#requestEarlyScan();
+    this.#wake();
+  }
+
+  /** Returns true when the path is unknown and calls for a scan. */
+  async #handleEvent(rel: string): Promise<boolean> {
+    const markerOf = this.#scanner.markerTarget(rel);
+    if (markerOf !== undefined) {
+      const exists = await lstat(this.#scanner.absolute(rel)).then(
+        () => true,
+        () => false,
+      );
+      if (!exists) {
+        this.#markers.delete(markerOf);
+        return false;
+      }
+      this.#markers.add(markerOf);
+      const rec = this.#files.get(markerOf);
+      if (rec?.state === "waiting") this.#makeReady(rec);
+      return rec === undefined;
+    }
+    const rec = this.#files.get(rel);
+    if (rec?.state === "active") return false;
+    let st;
+    try {
+      st = await lstat(this.#scanner.absolute(rel));
+    } catch {
+      // Gone: forget it (unless a worker picked it up meanwhile).
+      // (The state may have changed during the await.)
+      if (rec && this.#files.get(rel) === rec && (rec.state as FileState) !== "active") this.#files.delete(rel);
+      return false;
+    }
+    if (st.isDirectory()) {
+      await this.#watcher.watchTree(rel);
+      return true;
+    }
+    if (!rec) return true;
+    if (st.isSymbolicLink()) {
+      // Only what the scanner resolves is trusted for links.
+      return true;
+    }
+    if (!st.isFile()) return true;
+    this.#observe({ rel, size: st.size, mtimeMs: st.mtimeMs, ino: st.ino }, Date.now());
+    return false;
+  }
+
+  // -------------------------------------------------------------------------
+  // Scheduling.
+
+  #scheduleWake(at: number): void {
+    if (this.#stopping || at >= this.#wakeAt) return;
+    clearTimeout(this.#wakeTimer);
+    this.#wakeAt = at;
+    this.#wakeTimer = setTimeout(
+      () => {
+        this.#wakeTimer = undefined;
+        this.#wakeAt = Number.POSITIVE_INFINITY;
+        this.#wake();
+      },
+      Math.max(0, at - Date.now()),
+    );
+  }
+
+  /** Moves due files to the ready queue, starts workers, and sets the next wake-up. */
+  #wake(): void {
+    if (this.#stopping) return;
+    const now = Date.now();
+    while (this.#stabilityHead < this.#stability.length) {
+      const item = this.#stability[this.#stabilityHead]!;
+      if (item.at > now) break;
+      this.#stabilityHead++;
+      const rec = this.#files.get(item.rel);
+      if (rec && rec.gen === item.gen && rec.state === "waiting") this.#makeReady(rec);
+    }
+    if (this.#stabilityHead > 1024 && this.#stabilityHead * 2 > this.#stability.length) {
+      this.#stability = this.#stability.slice(this.#stabilityHead);
+      this.#stabilityHead = 0;
+    }
+    for (let top = this.#retries.peek(); top && top.at <= now; top = this.#retries.peek()) {
+      this.#retries.pop();
+      const rec = this.#files.get(top.rel);
+      if (rec && rec.gen === top.gen && rec.state === "backoff") this.#makeReady(rec);
+    }
+    this.#pump();
+    const next = Math.min(this.#stability[this.#stabilityHead]?.at ?? Infinity, this.#retries.peek()?.at ?? Infinity);
+    if (next !== Infinity) this.#scheduleWake(next);
+  }
+
+  #makeReady(rec: TrackedFile): void {
+    rec.state = "ready";
+    this.#ready.push({ rel: rec.rel, gen: rec.gen, mtimeMs: rec.mtimeMs });
+    this.#pump();
+  }
+
+  #retryLater(rec: TrackedFile, delayMs: number): void {
+    rec.state = "backoff";
+    const at = Date.now() + delayMs;
+    this.#retries.push({ at, rel: rec.rel, gen: rec.gen });
+    this.#scheduleWake(at);
+  }
+
+  #pump(): void {
+    while (
+      !this.#stopping &&
+      !this.#outage &&
+      this.#connected &&
+      this.#workers.size < this.#config.CONCURRENCY &&
+      this.#ready.size > 0
+    ) {
+      const item = this.#ready.pop()!;
+      const rec = this.#files.get(item.rel);
+      if (!rec || rec.gen !== item.gen || rec.state !== "ready") continue;
+      rec.state = "active";
+      const worker = this.#run(rec).catch((err: unknown) => {
+        this.#log.error({ err, path: rec.rel }, "unexpected error handling file");
+        if (rec.state === "active") this.#retryLater(rec, this.#config.RETRY_BACKOFF_MS);
+      });
+      this.#workers.add(worker);
+      void worker.finally(() => {
+        this.#workers.delete(worker);
+        this.#pump();
+      });
+    }
+  }
+
+  // -------------------------------------------------------------------------
+  // One attempt at one file.
+
+  async #run(rec: TrackedFile): Promise<void> {
+    const attempt = rec.attempts + 1;
+    const t0 = performance.now();
+    const now = new Date();
+    rec.firstAttemptAt ??= now;
+    rec.lastAttemptAt = now;
+    const epoch = this.#epoch;
+    this.#metrics?.inFlight.inc();
+    try {
+      let result: AttemptResult;
+      try {
+        result = await this.#attempt(rec);
+      } catch (err) {
+        await this.#handleFailure(rec, attempt, err, epoch, t0);
+        return;
+      }
+      this.#handleResult(rec, attempt, result, t0);
+    } finally {
+      this.#metrics?.inFlight.dec();
+    }
+  }
+
+  #handleResult(rec: TrackedFile, attempt: number, result: AttemptResult, t0: number): void {
+    const durationMs = Math.round(performance.now() - t0);
+    switch (result.kind) {
+      case "published":
+      case "already": {
+        const env = result.envelope;
+        const published = result.kind === "published";
+        this.#log.info(
+          {
+            fileId: env.id,
+            path: rec.rel,
+            size: env.size,
+            sha256: env.sha256,
+            outcome: published ? "published" : "skipped",
+            attempts: attempt,
+            durationMs,
+            sinceDetectedMs: Date.now() - rec.detectedAt.getTime(),
+            payload: env.payload.kind,
+            disposition: result.disposition,
+            ...(published && result.duplicate ? { duplicate: true } : {}),
+            ...(result.movedTo ? { movedTo: result.movedTo } : {}),
+          },
+          published ? "file published" : "file already published",
+        );
+        this.#metrics?.fileOutcome({
+          outcome: published ? "published" : "skipped",
+          source: this.#config.SOURCE,
+          bytes: env.size,
+          durationMs,
+        });
+        if (result.disposition === "left") {
+          rec.state = "done";
+          rec.attempts = 0;
+        } else {
+          this.#forget(rec);
+        }
+        return;
+      }
+      case "changed":
+        this.#log.debug({ path: rec.rel }, "file changed while being read; waiting until it is complete");
+        if (result.identity) {
+          rec.size = result.identity.size;
+          rec.mtimeMs = result.identity.mtimeMs;
+          rec.ino = result.identity.ino;
+        }
+        rec.detectedAt = new Date();
+        rec.attempts = 0;
+        rec.firstAttemptAt = undefined;
+        this.#startWaiting(rec, Date.now());
+        return;
+      case "vanished":
+        this.#log.info(
+          { path: rec.rel, size: rec.size, outcome: "vanished", attempts: attempt, durationMs },
+          "file vanished before it was published",
+        );
+        this.#forget(rec);
+        return;
+      case "held":
+        this.#log.debug({ path: rec.rel }, "file claimed by another replica; checking again later");
+        this.#retryLater(rec, this.#config.POLL_INTERVAL_MS);
+        return;
+      case "abandoned":
+        // Shutting down: the file stays untouched for the next start.
+        rec.state = "waiting";
+        return;
+    }
+  }
+
+  #forget(rec: TrackedFile): void {
+    if (this.#files.get(rec.rel) === rec) this.#files.delete(rec.rel);
+    this.#markers.delete(rec.rel);
+  }
+
+  async #handleFailure(rec: TrackedFile, attempt: number, raw: unknown, epoch: number, t0: number): Promise<void> {
+    const durationMs = Math.round(performance.now() - t0);
+    if (this.#stopping) {
+      rec.state = "waiting";
+      return;
+    }
+    const err: FilerelayError = isFilerelayError(raw)
+      ? raw
+      : new SourceError("FILE_READ_FAILED", `reading ${rec.rel} failed`, { cause: raw });
+    if (err instanceof NetworkPhaseError || err.code === "PAYLOAD_UPLOAD_FAILED") {
+      const outage = !this.#connected || this.#epoch !== epoch || !(await this.#jetStreamAvailable());
+      if (outage) {
+        // Not the file's fault: back in the queue, attempt not counted.
+        this.#log.debug({ path: rec.rel, reason: describeError(err) }, "broker unavailable; file waits");
+        this.#makeReadyQuietly(rec);
+        this.#enterOutage(describeError(err));
+        return;
+      }
+    }
+    rec.attempts = attempt;
+    const final = err.permanent || attempt > this.#config.MAX_RETRIES;
+    const base = {
+      ...(rec.fileId ? { fileId: rec.fileId } : {}),
+      path: rec.rel,
+      size: rec.size,
+      attempts: attempt,
+      durationMs,
+      code: err.code,
+      reason: describeError(err),
+    };
+    if (!final) {
+      const retryInMs = this.#config.RETRY_BACKOFF_MS * 2 ** (attempt - 1);
+      this.#log.warn({ ...base, outcome: "retry", retryInMs }, "file attempt failed; retrying");
+      this.#metrics?.fileOutcome({
+        outcome: "retry",
+        source: this.#config.SOURCE,
+        bytes: rec.size,
+        durationMs,
+        code: err.code,
+      });
+      this.#retryLater(rec, retryInMs);
+      return;
+    }
+    this.#metrics?.fileOutcome({
+      outcome: "failed",
+      source: this.#config.SOURCE,
+      bytes: rec.size,
+      durationMs,
+      code: err.code,
+    });
+    if (err.code === "DISPOSE_FAILED") {
+      // It was published: moving it to ERROR_DIR would say otherwise.
+      this.#log.error({ ...base, outcome: "published-not-disposed" }, "file published but could not be disposed of");
+      rec.state = "done";
+      return;
+    }
+    const errorPath = await this.#moveToErrorDir(rec, err);
+    this.#log.error(
+      { ...base, outcome: "failed", ...(errorPath ? { errorPath } : {}) },
+      errorPath ? "file failed; moved to ERROR_DIR" : "file failed; left in place until it changes",
+    );
+    if (errorPath) this.#forget(rec);
+    else rec.state = "failed";
+  }
+
+  /** Back to the ready queue without waking a worker (used during an outage). */
+  #makeReadyQuietly(rec: TrackedFile): void {
+    rec.state = "ready";
+    this.#ready.push({ rel: rec.rel, gen: rec.gen, mtimeMs: rec.mtimeMs });
+  }
+
+  async #moveToErrorDir(rec: TrackedFile, err: FilerelayError): Promise<string | undefined> {
+    const errorDir = this.#config.ERROR_DIR;
+    if (!errorDir) return undefined;
+    const src = this.#scanner.absolute(rec.rel);
+    const dest = `${errorDir}/${utcDay()}/${rec.rel}`;
+    try {
+      const moved = await moveNoClobber(src, dest);
+      const record: ErrorRecord = {
+        path: rec.rel,
+        source: this.#config.SOURCE,
+        reason: describeError(err),
+        code: err.code,
+        attempts: rec.attempts,
+        firstAttemptAt: (rec.firstAttemptAt ?? new Date()).toISOString(),
+        lastAttemptAt: (rec.lastAttemptAt ?? new Date()).toISOString(),
+        size: rec.size,
+        mtime: new Date(rec.mtimeMs).toISOString(),
+        fingerprint: rec.fingerprint ?? null,
+        fileId: rec.fileId ?? null,
+        movedAt: new Date().toISOString(),
+      };
+      await writeJsonAtomic(`${moved}.error.json`, record);
+      await this.#disposeMarker(rec.rel, moved);
+      return moved;
+    } catch (moveErr) {
+      if (errnoCode(moveErr) === "ENOENT") return undefined;
+      this.#log.error({ err: moveErr, path: rec.rel }, "could not move file to ERROR_DIR");
+      return undefined;
+    }
+  }
+
+  async #disposeMarker(rel: string, movedTo: string | undefined): Promise<void> {
+    const suffix = this.#config.READY_MARKER_SUFFIX;
+    if (!suffix) return;
+    const marker = `${this.#scanner.absolute(rel)}${suffix}`;
+    try {
+      if (movedTo) await moveNoClobber(marker, `${movedTo}${suffix}`);
+      else await removeFile(marker);
+    } catch (err) {
+      if (errnoCode(err) !== "ENOENT") throw err;
+    }
+    this.#markers.delete(rel);
+  }
+
+  /** After the PubAck (or finding the version already published): delete, archive or leave. */
+  async #dispose(rec: TrackedFile): Promise<{ disposition: Disposition; movedTo?: string }> {
+    const src = this.#scanner.absolute(rec.rel);
+    try {
+      if (this.#config.DELETE_AFTER_PROCESSING) {
+        await removeFile(src);
+        await this.#disposeMarker(rec.rel, undefined);
+        return { disposition: "deleted" };
+      }
+      if (this.#config.ARCHIVE_DIR) {
+        let movedTo: string;
+        try {
+          movedTo = await moveNoClobber(src, `${this.#config.ARCHIVE_DIR}/${utcDay()}/${rec.rel}`);
+        } catch (err) {
+          // Already gone (another replica archived it): nothing left to do.
+          if (errnoCode(err) === "ENOENT") return { disposition: "archived" };
+          throw err;
+        }
+        await this.#disposeMarker(rec.rel, movedTo);
+        return { disposition: "archived", movedTo };
+      }
+      return { disposition: "left" };
+    } catch (err) {
+      throw new SourceError("DISPOSE_FAILED", `could not dispose of ${rec.rel}`, { cause: err });
+    }
+  }
+
+  async #attempt(rec: TrackedFile): Promise<AttemptResult> {
+    const config = this.#config;
+    if (rec.refused) throw new SourceError("SYMLINK_REFUSED", rec.refused, { details: { path: rec.rel } });
+    let path = this.#scanner.absolute(rec.rel);
+    let flags = constants.O_RDONLY | constants.O_NOFOLLOW;
+    if (rec.target !== undefined) {
+      const resolved = await this.#scanner.resolveSymlink(rec.rel);
+      if (!resolved) return { kind: "vanished" };
+      if ("refused" in resolved) throw new SourceError("SYMLINK_REFUSED", resolved.refused);
+      if ("notFile" in resolved) throw new SourceError("FILE_NOT_REGULAR", `${rec.rel} no longer links to a file`);
+      path = resolved.target;
+      flags = constants.O_RDONLY;
+    }
+    let fh: FileHandle;
+    try {
+      fh = await open(path, flags);
+    } catch (err) {
+      const code = errnoCode(err);
+      if (code === "ENOENT") return { kind: "vanished" };
+      // Replaced by a symlink since the scan: let the scanner decide about it.
+      if (code === "ELOOP") return { kind: "changed" };
+      throw new SourceError("FILE_READ_FAILED", `cannot open ${rec.rel}`, { cause: err });
+    }
+    let open_ = true;
+    try {
+      const st = await fh.stat();
+      if (!st.isFile()) throw new SourceError("FILE_NOT_REGULAR", `${rec.rel} is not a regular file`);
+      const identity: Identity = { size: st.size, mtimeMs: st.mtimeMs, ino: st.ino };
+      if (!sameIdentity(identity, rec)) return { kind: "changed", identity };
+      if (config.MAX_FILE_SIZE !== undefined && st.size > config.MAX_FILE_SIZE) {
+        throw new SourceError(
+          "FILE_TOO_LARGE",
+          `${rec.rel} has ${st.size} bytes, more than MAX_FILE_SIZE (${config.MAX_FILE_SIZE})`,
+        );
+      }
+      const inline = st.size <= config.INLINE_MAX_BYTES;
+      let body: Buffer | undefined;
+      let head: Buffer;
+      let sha256 = "";
+      try {
+        if (inline) {
+          const whole = await readWhole(fh, st.size);
+          if (!whole) return { kind: "changed" };
+          body = whole;
+          head = whole.subarray(0, FINGERPRINT_HEAD_BYTES);
+          sha256 = createHash("sha256").update(whole).digest("hex");
+        } else {
+          head = await readHead(fh, st.size);
+        }
+      } catch (err) {
+        throw new SourceError("FILE_READ_FAILED", `reading ${rec.rel} failed`, { cause: err });
+      }
+      const after = await fh.stat();
+      if (!sameIdentity(after, identity)) {
+        return { kind: "changed", identity: { size: after.size, mtimeMs: after.mtimeMs, ino: after.ino } };
+      }
+      if (inline) {
+        open_ = false;
+        await fh.close();
+      }
+
+      const fingerprint = computeFingerprint({
+        head,
+        size: st.size,
+        mtimeMs: st.mtimeMs,
+        source: config.SOURCE,
+        relPath: rec.rel,
+      });
+      const id = fileVersionId(fingerprint);
+      rec.fingerprint = fingerprint;
+      rec.fileId = id;
+      const slash = rec.rel.lastIndexOf("/");
+      const envelope: Envelope = {
+        id,
+        source: config.SOURCE,
+        type: "io.filerelay.file.v1",
+        time: rec.detectedAt,
+        subject: rec.rel,
+        contentType: mime.getType(rec.rel) ?? "application/octet-stream",
+        filename: slash < 0 ? rec.rel : rec.rel.slice(slash + 1),
+        size: st.size,
+        sha256,
+        mtime: new Date(st.mtimeMs),
+        payload: inline ? { kind: "inline" } : { kind: "object", bucket: this.#payloadBucket, name: id },
+      };
+      // A name no sink could accept fails here, before anything is sent.
+      parseEnvelope(envelopeToRecord({ ...envelope, sha256: sha256 || "0".repeat(64) }));
+
+      if (this.#stopping) return { kind: "abandoned" };
+      const claim = await this.#network("claim", () => this.#claims.acquire(fingerprint));
+      if (!claim) return { kind: "held" };
+      try {
+        const prior = await this.#network("fingerprint lookup", () => this.#fingerprints.lookup(fingerprint));
+        if (prior) {
+          if (!envelope.sha256 && prior.sha256) envelope.sha256 = prior.sha256;
+          const d = await this.#dispose(rec);
+          return { kind: "already", envelope, ...d };
+        }
+        if (!inline) {
+          const uploaded = await this.#upload(fh, identity, envelope, claim);
+          if (uploaded === "changed") return { kind: "changed" };
+          envelope.sha256 = uploaded.sha256;
+          open_ = false;
+          await fh.close();
+        }
+        const ack = await this.#network("publish", () =>
+          this.#js.publish(config.SUBJECT, body ?? new Uint8Array(0), {
+            msgID: id,
+            headers: envelopeToHeaders(envelope),
+          }),
+        );
+        // Only now may the source go: the envelope is stored.
+        const [recorded, disposed] = await Promise.allSettled([
+          this.#fingerprints.record(fingerprint, {
+            id,
+            path: rec.rel,
+            size: st.size,
+            sha256: envelope.sha256,
+            publishedAt: new Date().toISOString(),
+          }),
+          this.#dispose(rec),
+        ]);
+        if (recorded.status === "rejected") {
+          this.#log.warn(
+            { fileId: id, path: rec.rel, err: recorded.reason as unknown },
+            "could not record the fingerprint; a restart may publish this version again (same ce-id)",
+          );
+        }
+        if (disposed.status === "rejected") throw disposed.reason;
+        return { kind: "published", envelope, duplicate: ack.duplicate, ...disposed.value };
+      } finally {
+        await this.#claims.release(claim);
+      }
+    } finally {
+      if (open_) await fh.close().catch(() => undefined);
+    }
+  }
+
+  /** Runs a broker-side step; its failures are candidates for "outage, not the file's fault". */
+  async #network<T>(step: string, fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn();
+    } catch (err) {
+      if (isFilerelayError(err) && !(err.code === "PAYLOAD_UPLOAD_FAILED")) throw err;
+      throw new NetworkPhaseError("PUBLISH_FAILED", `${step} failed`, { cause: err });
+    }
+  }
+
+  /**
+   * Streams a large file into the Object Store under its ce-id, keeping the
+   * claim alive meanwhile. Returns the SHA-256, or "changed" when the file
+   * changed during the upload (the object is then removed).
+   */
+  async #upload(
+    fh: FileHandle,
+    identity: Identity,
+    envelope: Envelope,
+    claim: Claim,
+  ): Promise<{ sha256: string } | "changed"> {
+    const lost = new AbortController();
+    const signal = AbortSignal.any([this.#abort.signal, lost.signal]);
+    const refreshMs = Math.max(500, Math.floor(this.#claims.ttlMs / 3));
+    const refresher = setInterval(() => {
+      this.#claims.refresh(claim).then(
+        (ok) => {
+          if (!ok) lost.abort(new Error("publish claim lost"));
+        },
+        (err: unknown) => this.#log.debug({ err, fileId: envelope.id }, "claim refresh failed"),
+      );
+    }, refreshMs);
+    const ref = { kind: "object" as const, bucket: this.#payloadBucket, name: envelope.id };
+    try {
+      let result;
+      try {
+        result = await putPayloadObject(this.#nc, {
+          bucket: this.#payloadBucket,
+          name: envelope.id,
+          source: readChunks(fh, this.#config.PAYLOAD_CHUNK_BYTES),
+          chunkBytes: this.#config.PAYLOAD_CHUNK_BYTES,
+          signal,
+        });
+      } catch (err) {
+        if (lost.signal.aborted && !this.#abort.signal.aborted) {
+          throw new NetworkPhaseError("PUBLISH_FAILED", "publish claim lost during the upload", { cause: err });
+        }
+        if (isFilerelayError(err)) throw err;
+        throw new SourceError("FILE_READ_FAILED", `reading ${envelope.subject} failed during the upload`, {
+          cause: err,
+        });
+      }
+      const after = await fh.stat();
+      if (result.size !== identity.size || !sameIdentity(after, identity)) {
+        await deletePayloadObject(this.#nc, ref).catch(() => undefined);
+        return "changed";
+      }
+      return { sha256: result.sha256 };
+    } finally {
+      clearInterval(refresher);
+    }
+  }
+
+  // -------------------------------------------------------------------------
+
+  /**
+   * Stops discovery, lets in-flight files finish (up to SHUTDOWN_TIMEOUT_MS;
+   * files not yet published are abandoned untouched), and releases everything.
+   */
+  close(): Promise<void> {
+    this.#closed ??= (async () => {
+      this.#stopping = true;
+      clearTimeout(this.#wakeTimer);
+      clearTimeout(this.#scanTimer);
+      await this.#watcher.close();
+      // Uploads of large files are abandoned at once (the object is purged);
+      // small files in flight finish, bounded by SHUTDOWN_TIMEOUT_MS.
+      this.#abort.abort(new FilerelayError("SHUTDOWN", "the consumer is shutting down"));
+      const deadline = sleep(this.#config.SHUTDOWN_TIMEOUT_MS, "timeout" as const, { ref: false });
+      const outcome = await Promise.race([
+        Promise.allSettled([...this.#workers]).then(() => "done" as const),
+        deadline,
+      ]);
+      if (outcome === "timeout") {
+        this.#log.warn({ inFlight: this.#workers.size }, "shutdown timeout: abandoning in-flight files");
+      }
+      const it = this.#statusIterator as { stop?: () => void } | undefined;
+      it?.stop?.();
+      await this.#scanning;
+    })();
+    return this.#closed;
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+}
+
+/** Starts the directory source (factory). */
+export function startDirectorySource(options: DirectorySourceOptions): Promise<DirectorySource> {
+  return DirectorySource.start(options);
+}

@@ -1,0 +1,183 @@
+import { randomBytes } from "node:crypto";
+import { constants } from "node:fs";
+import { copyFile, link, lstat, mkdir, open, readlink, rename, symlink, unlink, writeFile } from "node:fs/promises";
+import { basename, dirname, extname, join } from "node:path";
+
+/** YYYY-MM-DD in UTC: the dated folder of ARCHIVE_DIR and ERROR_DIR. */
+export function utcDay(date: Date = new Date()): string {
+  return date.toISOString().slice(0, 10);
+}
+
+/** `report.csv` → `report-2.csv`: the name of the n-th clash. */
+export function withNumericSuffix(path: string, n: number): string {
+  const ext = extname(path);
+  const base = basename(path, ext);
+  // A dotfile-like name (".env") has no extension to keep.
+  return join(dirname(path), base === "" ? `${ext}-${n}` : `${base}-${n}${ext}`);
+}
+
+const createdDirs = new Set<string>();
+
+async function ensureDir(dir: string): Promise<void> {
+  if (createdDirs.has(dir)) return;
+  await mkdir(dir, { recursive: true });
+  // Bounded: one entry per dated sub-directory in use.
+  if (createdDirs.size > 10_000) createdDirs.clear();
+  createdDirs.add(dir);
+}
+
+async function fsyncPath(path: string): Promise<void> {
+  const fh = await open(path, constants.O_RDONLY);
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+function errnoCode(err: unknown): string | undefined {
+  return (err as NodeJS.ErrnoException | undefined)?.code;
+}
+
+/** Codes meaning "this file system cannot hard-link": fall back to a checked rename. */
+const NO_LINK = new Set(["EPERM", "ENOTSUP", "EOPNOTSUPP", "EMLINK", "ENOSYS"]);
+
+/**
+ * Moves `src` to `dest` without ever overwriting: on a clash the name gets a
+ * numeric suffix (`-1`, `-2`, ...). Returns the final path. On one file system
+ * a hard link claims the name atomically, then the source is unlinked; across
+ * file systems the bytes are copied to a temporary name in the target
+ * directory, fsynced, linked into place, and only then is the source removed.
+ */
+export async function moveNoClobber(src: string, dest: string): Promise<string> {
+  await ensureDir(dirname(dest));
+  const isLink = (await lstat(src)).isSymbolicLink();
+  let retriedDir = false;
+  for (let n = 0; n < 100_000; n++) {
+    const candidate = n === 0 ? dest : withNumericSuffix(dest, n);
+    try {
+      await link(src, candidate);
+      await unlink(src);
+      return candidate;
+    } catch (err) {
+      const code = errnoCode(err);
+      if (code === "EEXIST") continue;
+      if (code === "ENOENT") {
+        // The source vanished, or the target directory was removed behind our
+        // back (it is cached as created): recreate it once, then give up.
+        if (retriedDir) throw err;
+        retriedDir = true;
+        createdDirs.delete(dirname(dest));
+        await ensureDir(dirname(dest));
+        n--;
+        continue;
+      }
+      if (code === "EXDEV") return isLink ? moveLinkAcross(src, dest) : copyAcross(src, dest);
+      if (code !== undefined && NO_LINK.has(code)) return renameChecked(src, dest);
+      throw err;
+    }
+  }
+  throw new Error(`no free name for ${dest}`);
+}
+
+async function freeName(dest: string, claim: (candidate: string) => Promise<void>): Promise<string> {
+  for (let n = 0; n < 100_000; n++) {
+    const candidate = n === 0 ? dest : withNumericSuffix(dest, n);
+    try {
+      await claim(candidate);
+      return candidate;
+    } catch (err) {
+      if (errnoCode(err) !== "EEXIST") throw err;
+    }
+  }
+  throw new Error(`no free name for ${dest}`);
+}
+
+async function copyAcross(src: string, dest: string): Promise<string> {
+  const dir = dirname(dest);
+  const tmp = join(dir, `.${basename(dest)}.${randomBytes(6).toString("hex")}.tmp`);
+  try {
+    await copyFile(src, tmp, constants.COPYFILE_EXCL);
+    await fsyncPath(tmp);
+    const final = await freeName(dest, async (candidate) => {
+      try {
+        await link(tmp, candidate);
+      } catch (err) {
+        const code = errnoCode(err);
+        if (code === undefined || !NO_LINK.has(code)) throw err;
+        await lstat(candidate).then(
+          () => {
+            throw Object.assign(new Error("exists"), { code: "EEXIST" });
+          },
+          () => rename(tmp, candidate),
+        );
+      }
+    });
+    await unlink(tmp).catch(() => undefined);
+    await fsyncPath(dir).catch(() => undefined);
+    await unlink(src);
+    return final;
+  } catch (err) {
+    await unlink(tmp).catch(() => undefined);
+    throw err;
+  }
+}
+
+async function moveLinkAcross(src: string, dest: string): Promise<string> {
+  const target = await readlink(src);
+  const final = await freeName(dest, (candidate) => symlink(target, candidate));
+  await unlink(src);
+  return final;
+}
+
+/** For file systems without hard links: check, then rename (a narrow race, documented). */
+async function renameChecked(src: string, dest: string): Promise<string> {
+  const final = await freeName(dest, async (candidate) => {
+    const exists = await lstat(candidate).then(
+      () => true,
+      () => false,
+    );
+    if (exists) throw Object.assign(new Error("exists"), { code: "EEXIST" });
+  });
+  await rename(src, final);
+  return final;
+}
+
+/** Removes a file; a file already gone counts as removed. */
+export async function removeFile(path: string): Promise<void> {
+  try {
+    await unlink(path);
+  } catch (err) {
+    if (errnoCode(err) !== "ENOENT") throw err;
+  }
+}
+
+/** The `.error.json` written next to a file moved to ERROR_DIR (DESIGN §5). */
+export interface ErrorRecord {
+  /** Path relative to INPUT_DIR. */
+  path: string;
+  source: string;
+  reason: string;
+  code: string;
+  attempts: number;
+  firstAttemptAt: string;
+  lastAttemptAt: string;
+  size: number;
+  mtime: string;
+  fingerprint: string | null;
+  fileId: string | null;
+  movedAt: string;
+}
+
+/** Writes JSON atomically (temp name, fsync, rename) next to `path`. */
+export async function writeJsonAtomic(path: string, value: unknown): Promise<void> {
+  const tmp = join(dirname(path), `.${basename(path)}.${randomBytes(6).toString("hex")}.tmp`);
+  await writeFile(tmp, `${JSON.stringify(value, null, 2)}\n`, { flag: "wx" });
+  try {
+    await fsyncPath(tmp);
+    await rename(tmp, path);
+  } catch (err) {
+    await unlink(tmp).catch(() => undefined);
+    throw err;
+  }
+}

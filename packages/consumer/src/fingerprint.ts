@@ -1,0 +1,30 @@
+import { createHash } from "node:crypto";
+
+/** How much of the file's beginning goes into its fingerprint. */
+export const FINGERPRINT_HEAD_BYTES = 64 * 1024;
+
+export interface FingerprintInput {
+  /** The first FINGERPRINT_HEAD_BYTES bytes (fewer for a smaller file). */
+  head: Uint8Array;
+  size: number;
+  mtimeMs: number;
+  source: string;
+  /** Path relative to INPUT_DIR, '/'-separated. */
+  relPath: string;
+}
+
+/**
+ * Identifies one version of one file without reading all of it: SHA-256 over
+ * the head's digest, size, mtime, source and relative path (hex, so it is a
+ * valid KV key). The same version always yields the same value, across
+ * restarts and replicas; any append, rewrite or touch yields a new one.
+ */
+export function computeFingerprint(input: FingerprintInput): string {
+  const headDigest = createHash("sha256").update(input.head).digest("hex");
+  return createHash("sha256")
+    .update(
+      // NUL separators: no field can contain one, so the encoding is unambiguous.
+      `filerelay-fp-v1\0${input.source}\0${input.relPath}\0${input.size}\0${input.mtimeMs}\0${headDigest}`,
+    )
+    .digest("hex");
+}

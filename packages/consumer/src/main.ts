@@ -1,0 +1,87 @@
+#!/usr/bin/env node
+import { constants } from "node:fs";
+import { access } from "node:fs/promises";
+import {
+  ConfigError,
+  connectNats,
+  createLogger,
+  createMetrics,
+  natsReadiness,
+  provision,
+  redactConfig,
+  runService,
+  startHttpServer,
+  watchNatsConnection,
+  withTimeout,
+  type ServiceContext,
+} from "@filerelay/core";
+import { loadConsumerConfig } from "./config.js";
+import { startDirectorySource } from "./directorySource.js";
+
+/** Room left in a message for the envelope headers next to an inline body. */
+const HEADER_ALLOWANCE_BYTES = 16 * 1024;
+
+function aborted(signal: AbortSignal): Promise<void> {
+  if (signal.aborted) return Promise.resolve();
+  return new Promise((resolve) => signal.addEventListener("abort", () => resolve(), { once: true }));
+}
+
+async function main({ signal }: ServiceContext): Promise<void> {
+  const config = await loadConsumerConfig();
+  const log = createLogger(config, { service: "consumer", source: config.SOURCE });
+  log.info({ config: redactConfig(config) }, "effective configuration");
+  if (config.DELETE_AFTER_PROCESSING && config.ARCHIVE_DIR) {
+    log.warn("DELETE_AFTER_PROCESSING=true: files are deleted, ARCHIVE_DIR is not used");
+  }
+
+  const metrics = createMetrics("consumer");
+  let nc;
+  try {
+    nc = await connectNats(config, { name: `filerelay-consumer-${config.SOURCE}`, log, signal });
+  } catch (err) {
+    if (signal.aborted) return;
+    throw err;
+  }
+  try {
+    const maxPayload = nc.info?.max_payload;
+    if (maxPayload !== undefined && config.INLINE_MAX_BYTES + HEADER_ALLOWANCE_BYTES > maxPayload) {
+      throw new ConfigError([
+        `INLINE_MAX_BYTES: ${config.INLINE_MAX_BYTES} does not fit the server's max_payload (${maxPayload} bytes) with the envelope headers; use at most ${maxPayload - HEADER_ALLOWANCE_BYTES}`,
+      ]);
+    }
+    await provision(nc, config, {
+      log,
+      groups: config.SINK_GROUPS,
+      sourceBuckets: true,
+      claimTtlMs: config.CLAIM_TTL_MS,
+    });
+    await using connection = watchNatsConnection(nc, metrics);
+    void connection;
+    await using source = await startDirectorySource({ config, nc, log, metrics });
+    const conn = nc;
+    await using http =
+      config.HTTP_PORT === 0
+        ? undefined
+        : await startHttpServer({
+            port: config.HTTP_PORT,
+            log,
+            metrics,
+            ready: async () => {
+              await natsReadiness(conn);
+              await access(config.INPUT_DIR, constants.R_OK | constants.X_OK);
+            },
+          });
+    if (http) log.info({ port: http.port }, "serving /healthz, /readyz and /metrics");
+    log.info({ inputDir: config.INPUT_DIR, subject: config.SUBJECT }, "consumer started");
+    await aborted(signal);
+    log.info("stopping: no new files; finishing in-flight ones");
+    await source.close();
+  } finally {
+    // Drain flushes pending publishes; bounded in case the broker is gone.
+    await withTimeout(nc.drain(), 10_000, "drain timed out").catch(() => nc.close());
+    await metrics.close();
+    log.info("consumer stopped");
+  }
+}
+
+runService("filerelay-consumer", main);
