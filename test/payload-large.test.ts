@@ -7,6 +7,7 @@ import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { describe, expect, it } from "vitest";
 import {
   consumeFiles,
+  describeError,
   envelopeToHeaders,
   jetstreamNames,
   openPayload,
@@ -141,6 +142,9 @@ describe("large payloads (real nats-server)", () => {
       }
     }).catch((err: unknown) => err);
     expect(restarted).toBe(true);
+    console.log(
+      `restart mid-read: ${result instanceof Error ? `failed transiently (${describeError(result)})` : "completed and verified"}`,
+    );
     if (result instanceof Error) {
       expect(result).toBeInstanceOf(PayloadError);
       expect((result as PayloadError).code).toBe("PAYLOAD_READ_FAILED");
@@ -195,6 +199,7 @@ describe("large payloads (real nats-server)", () => {
     expect(outcomes.filter((o) => o.outcome === "dead-lettered")).toEqual([]);
     // Every retry (if the read failed) was transient and the final read is complete.
     for (const o of outcomes.filter((x) => x.outcome === "retry")) expect(o.code).toBe("PAYLOAD_READ_FAILED");
+    console.log(`SDK restart mid-read: outcomes ${outcomes.map((o) => `${o.outcome}@${o.deliveryCount}`).join(", ")}`);
     expect(reads.at(-1)).toMatchObject({ size: 200 * MiB, sha256: envelope.sha256 });
     await nc.close();
   });
