@@ -161,20 +161,18 @@ export class DirectoryScanner {
   > {
     this.#realRoot ??= await realpath(this.root);
     let target: string;
+    let st;
     try {
       target = await realpath(this.absolute(rel));
+      st = await stat(target);
     } catch {
       return undefined;
     }
+    // Linked directories are never entered, wherever they point.
+    if (!st.isFile()) return { notFile: true };
     if (!target.startsWith(this.#realRoot + sep)) {
       return { refused: `symlink resolves outside INPUT_DIR (to ${target})` };
     }
-    try {
-      const st = await stat(target);
-      if (!st.isFile()) return { notFile: true };
-      return { size: st.size, mtimeMs: st.mtimeMs, ino: st.ino, target };
-    } catch {
-      return undefined;
-    }
+    return { size: st.size, mtimeMs: st.mtimeMs, ino: st.ino, target };
   }
 }
