@@ -5,7 +5,8 @@ import { runProducer } from "./producer.js";
 
 runService("producer", async ({ signal }) => {
   const config = await loadProducerConfig();
-  const log = createLogger(config, { service: "producer", group: config.PRODUCER_GROUP });
+  // No `group` binding here: consumeFiles() adds it to its own child logger (pino would repeat the key).
+  const log = createLogger(config, { service: "producer" });
   log.info({ config: redactConfig(config) }, "effective configuration");
   await runProducer(config, { log, signal });
 });
