@@ -76,10 +76,9 @@ export function createFileHandler(deps: FileHandlerDeps): (ctx: FileContext) => 
       signal: ctx.signal,
       log,
     });
+    // ctx.log already carries fileId and path (consumeFiles binds them); repeating them would duplicate JSON keys.
     log.info(
       {
-        fileId: envelope.id,
-        path: envelope.subject,
         size: envelope.size,
         sha256: envelope.sha256,
         outcome: result.outcome,
