@@ -83,9 +83,9 @@ test.skipIf(!!process.env.FILERELAY_TEST_S3_ENDPOINT || process.env.FILERELAY_TE
       expect(isFilerelayError(err), String(err)).toBe(true);
       expect(isPermanent(err), String(err)).toBe(false);
     }
-    // Every failure is an S3 code (or a verification failure), never a silent success.
+    // Every failure is an outage or S3 code (or a verification failure), never a silent success.
     expect(
-      codes.every((c) => c.startsWith("S3_")),
+      codes.every((c) => c === "SINK_UNAVAILABLE" || c.startsWith("S3_")),
       codes.join(),
     ).toBe(true);
 

@@ -10,6 +10,7 @@ import {
   consumeFiles,
   envelopeToHeaders,
   PermanentError,
+  SinkError,
   silentLogger,
   type ConsumeFilesOptions,
   type Envelope,
@@ -259,6 +260,30 @@ describe("consumeFiles() SDK (real nats-server)", () => {
     expect(d?.headers["filerelay-deliveries"]).toBe("3");
     expect(d?.headers["filerelay-error"]).toContain("upstream flaky");
     expect(d?.headers["ce-id"]).toBe(file.envelope.id);
+    await r.stop();
+    await nc.close();
+  });
+
+  it("an outage of the sink (environmental code) is retried past maxDeliver, then the file lands", async () => {
+    await using nats = await startNats();
+    const nc = await connectTo(nats);
+    let calls = 0;
+    await using r = run(
+      nc,
+      async (ctx) => {
+        calls++;
+        if (calls <= 5) throw new SinkError("DISK_SPACE_LOW", "need 2 MB free on /out, have 1 MB");
+        await sha256Of(ctx);
+      },
+      { maxDeliver: 2, backoffMs: 20 },
+    );
+    await waitFor(async () => (await jetstreamManager(nc)).consumers.info("FILES", GROUP));
+    await publish(nc, inlineFile());
+    await waitFor(() => r.outcomes.some((o) => o.outcome === "acked"), { message: "the file to be acked" });
+    expect(calls).toBe(6);
+    expect(r.outcomes.map((o) => o.outcome)).toEqual(["retry", "retry", "retry", "retry", "retry", "acked"]);
+    expect(r.outcomes.slice(0, 5).every((o) => o.code === "DISK_SPACE_LOW")).toBe(true);
+    expect(await dlqMessages(nc)).toEqual([]);
     await r.stop();
     await nc.close();
   });

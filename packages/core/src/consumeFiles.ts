@@ -12,7 +12,7 @@ import {
 import type { NatsConnection } from "@nats-io/transport-node";
 import { deadLetter } from "./deadLetter.js";
 import { headersToRecord, parseEnvelope, type Envelope } from "./envelope.js";
-import { describeError, EnvelopeError, errorCode, isPermanent, type ErrorCode } from "./errors.js";
+import { describeError, EnvelopeError, errorCode, isEnvironmental, isPermanent, type ErrorCode } from "./errors.js";
 import { silentLogger, type Logger } from "./logger.js";
 import { jetstreamNames } from "./names.js";
 import { connectNats } from "./nats.js";
@@ -82,6 +82,8 @@ export interface ConsumeFilesOptions {
 
 const NS_PER_MS = 1_000_000;
 const WORKING_THROTTLE_MS = 1_000;
+/** Longest wait between retries during a broker/sink outage (see ENVIRONMENTAL_CODES). */
+export const ENVIRONMENT_MAX_BACKOFF_MS = 30_000;
 
 interface InFlight {
   msg: JsMsg;
@@ -95,7 +97,9 @@ interface InFlight {
  * `handler` for each, at most `concurrency` at once. Resolve → ack (confirmed);
  * throw a permanent FilerelayError (e.g. PermanentError) → dead letter + term;
  * throw anything else → nak with exponential delay, and after `maxDeliver`
- * attempts dead letter with MAX_DELIVER_EXCEEDED. Invalid envelopes are
+ * attempts dead letter with MAX_DELIVER_EXCEEDED — except for outages of the
+ * broker or sink (ENVIRONMENTAL_CODES, e.g. DISK_SPACE_LOW, SINK_UNAVAILABLE),
+ * which are retried until they end. Invalid envelopes are
  * dead-lettered at once. Runs until `signal` aborts, then stops pulling, lets
  * in-flight handlers finish within drainTimeoutMs, naks what is left, and
  * resolves.
@@ -308,7 +312,7 @@ export async function consumeFiles(
           const text = describeError(err);
           if (isPermanent(err)) {
             await toDeadLetter(envelope, code, text);
-          } else if (deliveryCount >= maxDeliver) {
+          } else if (deliveryCount >= maxDeliver && !isEnvironmental(err)) {
             await toDeadLetter(
               envelope,
               "MAX_DELIVER_EXCEEDED",
@@ -316,7 +320,10 @@ export async function consumeFiles(
             );
           } else {
             entry.settled = true;
-            const delayMs = nakFor(deliveryCount);
+            // An outage is retried for as long as it lasts, so its delay is capped lower.
+            const delayMs = isEnvironmental(err)
+              ? Math.min(nakFor(deliveryCount), ENVIRONMENT_MAX_BACKOFF_MS, maxBackoffMs)
+              : nakFor(deliveryCount);
             msg.nak(delayMs);
             finish(entry, { envelope, outcome: "retry", code, error: text, delayMs, ...base() }, flog);
           }

@@ -41,6 +41,7 @@ export const ERROR_CODES = {
   CHECKSUM_MISMATCH: { permanent: true, description: "written bytes do not match ce-sha256" },
   CONFLICT: { permanent: true, description: "target exists with different content and ON_CONFLICT=fail" },
   DISK_SPACE_LOW: { permanent: false, description: "not enough free space on the output filesystem" },
+  SINK_UNAVAILABLE: { permanent: false, description: "the sink cannot be reached (network error, 5xx, throttling)" },
   WRITE_FAILED: { permanent: false, description: "writing the output failed" },
   S3_UPLOAD_FAILED: { permanent: false, description: "S3 upload failed" },
   S3_VERIFY_FAILED: { permanent: false, description: "S3 object does not match after upload" },
@@ -54,6 +55,21 @@ export const ERROR_CODES = {
 } as const satisfies Record<string, { permanent: boolean; description: string }>;
 
 export type ErrorCode = keyof typeof ERROR_CODES;
+
+/**
+ * Codes meaning "the broker or the sink is unavailable", not "this file is bad".
+ * They are retried with capped backoff for as long as the outage lasts and do
+ * not use up a file's MAX_DELIVER budget: a full disk or an S3 outage must not
+ * dead-letter every file that arrives meanwhile.
+ */
+export const ENVIRONMENTAL_CODES: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
+  "DISK_SPACE_LOW",
+  "SINK_UNAVAILABLE",
+  "PAYLOAD_READ_FAILED",
+  "NATS_CONNECT_FAILED",
+  "DLQ_PUBLISH_FAILED",
+  "SHUTDOWN",
+]);
 
 export interface FilerelayErrorOptions {
   cause?: unknown;
@@ -136,6 +152,11 @@ export function isFilerelayError(err: unknown): err is FilerelayError {
 /** Is retrying pointless? Unknown errors are assumed transient. */
 export function isPermanent(err: unknown): boolean {
   return err instanceof FilerelayError && err.permanent;
+}
+
+/** Is this an outage of the broker or sink rather than a problem of the file? */
+export function isEnvironmental(err: unknown): boolean {
+  return err instanceof FilerelayError && !err.permanent && ENVIRONMENTAL_CODES.has(err.code);
 }
 
 /** The code of a FilerelayError, or `fallback` for anything else. */

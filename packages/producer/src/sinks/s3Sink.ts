@@ -172,8 +172,20 @@ export function toSinkError(err: unknown, action: string, bucket: string, key?: 
   } else if (name === "NoSuchBucket") {
     code = "S3_NO_SUCH_BUCKET";
     message = `S3 bucket ${JSON.stringify(bucket)} does not exist: create it or fix S3_BUCKET`;
+  } else if (isOutage(err, name)) {
+    // Not the file's fault: the SDK consumer retries it for as long as the outage lasts.
+    code = "SINK_UNAVAILABLE";
+    message = `S3 endpoint unavailable during ${action} on ${where} (${name}): ${e?.message ?? String(err)}`;
   }
   return new SinkError(code, message, { cause: err, details: { bucket, key, s3Error: name } });
+}
+
+const THROTTLING_NAMES = new Set(["SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "TimeoutError"]);
+
+/** Network errors (no HTTP response), 5xx and throttling: the store is down or overloaded. */
+function isOutage(err: unknown, name: string): boolean {
+  const status = statusOf(err);
+  return status === undefined || status >= 500 || status === 429 || THROTTLING_NAMES.has(name);
 }
 
 function isNotFound(err: unknown): boolean {
