@@ -109,7 +109,12 @@ async function dlqMessages(
   const jsm = await jetstreamManager(nc);
   const out = [];
   const si = await jsm.streams.info("FILES_DLQ").catch(() => null);
-  for (let seq = si?.state.first_seq ?? 1; si && seq <= si.state.last_seq; seq++) {
+  // An empty stream reports first_seq 0, which is not a valid sequence to get.
+  for (
+    let seq = Math.max(1, si?.state.first_seq ?? 1);
+    si && si.state.messages > 0 && seq <= si.state.last_seq;
+    seq++
+  ) {
     const m = await jsm.streams.getMessage("FILES_DLQ", { seq });
     if (!m) continue;
     const headers: Record<string, string> = {};
