@@ -2,6 +2,7 @@ import { watch } from "node:fs";
 import { mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { jetstreamManager } from "@nats-io/jetstream";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { connectNats, provision, silentLogger } from "@filerelay/core";
 import { startNats, startService, waitFor, type RunningService } from "./support/index.js";
@@ -210,6 +211,46 @@ describe("producer service, filesystem sink", () => {
     expect(second.logs().some((l) => l.msg === "removed stale temp files" && l.removed === 1)).toBe(true);
     expect(await listFiles(out)).toEqual([`api-${f.envelope.id}.bin`]);
     expect(await fileSha(finalName)).toBe(sha256(content));
+  });
+
+  it("on SIGTERM finishes the write in progress, acks it and exits 0", async () => {
+    await using nats = await startNats({ config: "max_payload: 33554432\n" });
+    await using pub = await createPublisher(nats.url);
+    const out = join(root, "out");
+    const content = Buffer.alloc(16 * 1024 * 1024, 5);
+    const f = testFile("drain.bin", content);
+    await using svc = startService(
+      "producer",
+      producerEnv(nats.url, {
+        OUTPUT_DIR: out,
+        ORGANIZE_BY: "none",
+        CHUNK_SIZE: "4096",
+        FSYNC_EVERY_CHUNKS: "1",
+        SHUTDOWN_TIMEOUT_MS: "60000",
+      }),
+    );
+    await ready(svc);
+    let signalled = false;
+    const watcher = watch(out, (_event, name) => {
+      if (!signalled && typeof name === "string" && name.startsWith(".filerelay-")) {
+        signalled = true;
+        svc.proc.kill("SIGTERM");
+      }
+    });
+    try {
+      await pub.publish(f);
+      await waitFor(() => signalled, { message: "the write to start" });
+    } finally {
+      watcher.close();
+    }
+    expect(await svc.exited(60_000)).toBe(0);
+    expect(outcomeLines(svc)).toMatchObject([{ fileId: f.envelope.id, outcome: "written" }]);
+    expect(sdkLines(svc, "acked")).toHaveLength(1);
+    expect(await listFiles(out)).toEqual([`api-${f.envelope.id}.bin`]);
+    expect(await fileSha(join(out, `api-${f.envelope.id}.bin`))).toBe(f.envelope.sha256);
+    // Nothing left for the group: the message was acknowledged before exit.
+    const info = await (await jetstreamManager(pub.nc)).consumers.info("FILES", "file-producers");
+    expect([info.num_pending, info.num_ack_pending]).toEqual([0, 0]);
   });
 
   it("dead-letters hostile envelopes with precise codes, writes nothing outside OUTPUT_DIR, keeps serving", async () => {
