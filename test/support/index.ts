@@ -4,3 +4,5 @@ export * from "./processes.js";
 export * from "./wait.js";
 export * from "./service.js";
 export * from "./s3.js";
+export * from "./chaos.js";
+export * from "./tls.js";
