@@ -1,0 +1,37 @@
+import { z } from "zod";
+import { commonEnvShape, envBytes, loadConfig, type Env } from "@filerelay/core";
+
+/**
+ * The CLI reads the services' common NATS_* / STREAM / SUBJECT variables (and
+ * `.env`), so it talks to the same deployment as the services started in the
+ * same environment. INLINE_MAX_BYTES and PAYLOAD_CHUNK_BYTES mirror the
+ * consumer's, for `filerelay send`.
+ */
+export const cliEnvSchema = z.object({
+  ...commonEnvShape({ httpPort: 0 }),
+  INLINE_MAX_BYTES: envBytes("Files up to this size travel in the message body; larger ones via the Object Store", {
+    max: 64 * 1024 * 1024,
+  }).default(262_144),
+  PAYLOAD_CHUNK_BYTES: envBytes("Chunk size of payloads uploaded to the Object Store", {
+    min: 1024,
+    max: 8 * 1024 * 1024,
+  }).default(131_072),
+});
+
+export type CliConfig = Readonly<z.output<typeof cliEnvSchema>>;
+
+/** Flags that override the environment. */
+export interface CliConfigOverrides {
+  server?: string | undefined;
+  stream?: string | undefined;
+  subject?: string | undefined;
+}
+
+/** Environment + `.env` + flags; throws ConfigError (exit 78) listing every problem. */
+export function loadCliConfig(overrides: CliConfigOverrides, env: Env = process.env): Promise<CliConfig> {
+  const merged: Env = { ...env };
+  if (overrides.server !== undefined) merged.NATS_URL = overrides.server;
+  if (overrides.stream !== undefined) merged.STREAM = overrides.stream;
+  if (overrides.subject !== undefined) merged.SUBJECT = overrides.subject;
+  return loadConfig(cliEnvSchema, merged, { envFile: ".env" });
+}

@@ -1,0 +1,302 @@
+import { parseArgs } from "node:util";
+import { jetstream, jetstreamManager } from "@nats-io/jetstream";
+import {
+  ConfigError,
+  connectNats,
+  describeError,
+  EXIT_CONFIG,
+  isFilerelayError,
+  jetstreamNames,
+  silentLogger,
+  type Env,
+} from "@filerelay/core";
+import { loadCliConfig } from "./cliConfig.js";
+import type { CommandContext } from "./commandContext.js";
+import { dlqCommand, type DlqArgs } from "./dlqCommand.js";
+import { sendCommand } from "./sendCommand.js";
+import { statusCommand } from "./statusCommand.js";
+import { tailCommand } from "./tailCommand.js";
+import { NotFoundError, UsageError } from "./usageError.js";
+
+export const EXIT_OK = 0;
+export const EXIT_FAILURE = 1;
+export const EXIT_USAGE = 2;
+
+const GLOBAL_HELP = `Options for every command:
+  --server <urls>    NATS server URL(s), comma-separated (default: $NATS_URL or nats://127.0.0.1:4222)
+  --stream <name>    envelope stream (default: $STREAM or FILES)
+  --subject <subj>   envelope subject (default: $SUBJECT or files.input)
+  --json             machine-readable output (one JSON document; JSON lines for tail)
+  -h, --help         help for the command
+
+Credentials and TLS come from NATS_CREDS, NATS_TOKEN, NATS_USER/NATS_PASSWORD,
+NATS_NKEY_SEED_FILE, NATS_TLS_CA/CERT/KEY (and .env in the working directory).
+Exit status: 0 ok, 1 failure, 2 usage error, 78 bad configuration.`;
+
+const HELP: Record<string, string> = {
+  "": `Usage: filerelay <command> [options]
+
+Commands:
+  status                         streams, sink groups (pending, ack pending, redelivered), DLQ, buckets
+  dlq list [--group g]           dead letters: seq, id, filename, group, error code, error, deliveries, time
+  dlq show <id|seq>              one dead letter's headers and metadata
+  dlq replay (--all | <id|seq>)  republish dead envelopes to the subject and remove them from the DLQ
+  dlq purge (--all | <id|seq>)   delete dead letters
+  send <file> [--source s]       publish one file as the consumer would
+  tail                           print envelopes as they pass (Ctrl-C stops)
+
+Run \`filerelay <command> --help\` for details.
+
+${GLOBAL_HELP}`,
+  status: `Usage: filerelay status [--json]
+
+Shows the envelope stream and the dead-letter stream (messages, bytes), every
+durable sink group on the envelope stream (pending = not yet delivered, ack
+pending = delivered and not acknowledged, redelivered, dead letters), and the
+payload / fingerprint / claim buckets with their sizes.
+
+${GLOBAL_HELP}`,
+  dlq: `Usage: filerelay dlq <list|show|replay|purge> ...
+
+  dlq list [--group g]                   one row per dead letter
+  dlq show <id|seq> [--group g]          headers and metadata
+  dlq replay (--all | <id|seq>) [--group g]
+  dlq purge (--all | <id|seq>) [--group g]
+
+<seq> is the sequence in the dead-letter stream (the first column of dlq list);
+<id> is the envelope's ce-id, which matches one entry per group that gave up.
+
+${GLOBAL_HELP}`,
+  "dlq list": `Usage: filerelay dlq list [--group g] [--json]
+
+One row per dead letter: DLQ sequence, ce-id, file name, group, error code,
+error, deliveries and when it was dead-lettered. --group shows one group's.
+
+${GLOBAL_HELP}`,
+  "dlq show": `Usage: filerelay dlq show <id|seq> [--group g] [--json]
+
+Prints every header of the dead letter (the envelope plus filerelay-error,
+filerelay-error-code, filerelay-deliveries, filerelay-group ...) and its
+metadata. A ce-id dead-lettered by several groups shows one entry per group.
+
+${GLOBAL_HELP}`,
+  "dlq replay": `Usage: filerelay dlq replay (--all | <id|seq>) [--group g] [--json]
+
+Republishes each dead envelope (headers and body) to the subject (--subject,
+default $SUBJECT) with a new Nats-Msg-Id, so JetStream's duplicate window does
+not drop it, and without the filerelay-* error headers; once the stream has
+acknowledged it, the DLQ entry is deleted. Every sink group on the subject
+receives the replayed envelope again (the sinks are idempotent on content).
+
+${GLOBAL_HELP}`,
+  "dlq purge": `Usage: filerelay dlq purge (--all | <id|seq>) [--group g] [--json]
+
+Deletes dead letters for good: --all (of one --group, or every group), or the
+entries an <id|seq> names.
+
+${GLOBAL_HELP}`,
+  send: `Usage: filerelay send <file> [--source s] [--content-type t] [--json]
+
+Publishes one file with the consumer's envelope: ce-id from the same
+fingerprint, ce-subject = the file name, ce-source = --source or the name of
+the file's directory; inline up to INLINE_MAX_BYTES (262144), else uploaded to
+the payload Object Store first (with a progress bar on a terminal).
+
+${GLOBAL_HELP}`,
+  tail: `Usage: filerelay tail [--json]
+
+Prints each envelope published on the subject from now on, one line each
+(JSON lines with --json), through an ephemeral ordered consumer that takes
+nothing away from the sink groups. Ctrl-C stops.
+
+${GLOBAL_HELP}`,
+};
+
+const OPTIONS = {
+  server: { type: "string" },
+  stream: { type: "string" },
+  subject: { type: "string" },
+  json: { type: "boolean" },
+  help: { type: "boolean", short: "h" },
+  group: { type: "string" },
+  all: { type: "boolean" },
+  source: { type: "string" },
+  "content-type": { type: "string" },
+} as const;
+
+type OptionName = keyof typeof OPTIONS;
+const GLOBAL_OPTIONS: readonly OptionName[] = ["server", "stream", "subject", "json", "help"];
+const COMMAND_OPTIONS: Record<string, readonly OptionName[]> = {
+  status: [],
+  "dlq list": ["group"],
+  "dlq show": ["group"],
+  "dlq replay": ["group", "all"],
+  "dlq purge": ["group", "all"],
+  send: ["source", "content-type"],
+  tail: [],
+};
+/** How many positional arguments after the command words each command takes. */
+const COMMAND_ARGS: Record<string, { min: number; max: number; name: string }> = {
+  status: { min: 0, max: 0, name: "" },
+  "dlq list": { min: 0, max: 0, name: "" },
+  "dlq show": { min: 1, max: 1, name: "<id|seq>" },
+  "dlq replay": { min: 0, max: 1, name: "<id|seq>" },
+  "dlq purge": { min: 0, max: 1, name: "<id|seq>" },
+  send: { min: 1, max: 1, name: "<file>" },
+  tail: { min: 0, max: 0, name: "" },
+};
+
+export interface CliIo {
+  out: (text: string) => void;
+  err: (text: string) => void;
+  env: Env;
+  /** Aborted by Ctrl-C / SIGTERM (tail stops; other commands abandon their work). */
+  signal: AbortSignal;
+}
+
+interface Invocation {
+  command: string;
+  positionals: string[];
+  values: { [K in OptionName]?: (typeof OPTIONS)[K]["type"] extends "string" ? string : boolean };
+}
+
+function parse(argv: readonly string[]): Invocation | { help: string } {
+  let parsed;
+  try {
+    parsed = parseArgs({ args: [...argv], options: OPTIONS, allowPositionals: true, strict: true });
+  } catch (err) {
+    // parseArgs' messages name the option ("Unknown option '--frobnicate'").
+    const words = argv.filter((a) => !a.startsWith("-")).slice(0, 2);
+    const command = words[0] === "dlq" && words[1] ? `dlq ${words[1]}` : words[0];
+    throw new UsageError((err as Error).message, command && HELP[command] ? command : undefined, { cause: err });
+  }
+  const { values, positionals } = parsed;
+  const [first, second] = positionals;
+  if (first === undefined) {
+    if (values.help) return { help: HELP[""] ?? "" };
+    throw new UsageError("no command given");
+  }
+  let command = first;
+  let rest = positionals.slice(1);
+  if (first === "dlq") {
+    if (second === undefined) {
+      if (values.help) return { help: HELP.dlq ?? "" };
+      throw new UsageError("dlq needs an action: list, show, replay or purge", "dlq");
+    }
+    command = `dlq ${second}`;
+    rest = positionals.slice(2);
+  }
+  const spec = COMMAND_ARGS[command];
+  const allowed = COMMAND_OPTIONS[command];
+  if (!spec || !allowed) {
+    throw first === "dlq"
+      ? new UsageError(`unknown dlq action ${JSON.stringify(second)}; expected list, show, replay or purge`, "dlq")
+      : new UsageError(`unknown command ${JSON.stringify(first)}`);
+  }
+  if (values.help) return { help: HELP[command] ?? "" };
+  for (const name of Object.keys(values) as OptionName[]) {
+    if (!GLOBAL_OPTIONS.includes(name) && !allowed.includes(name)) {
+      throw new UsageError(`${command} does not take --${name}`, command);
+    }
+  }
+  if (rest.length < spec.min) throw new UsageError(`${command} needs ${spec.name}`, command);
+  if (rest.length > spec.max) {
+    throw new UsageError(
+      `${command} takes ${spec.max === 0 ? "no arguments" : `one ${spec.name}`}, got ${rest.map((r) => JSON.stringify(r)).join(" ")}`,
+      command,
+    );
+  }
+  if (command === "dlq replay" || command === "dlq purge") {
+    // Checked before connecting: a usage error must not depend on the broker.
+    if (values.all === true && rest.length > 0)
+      throw new UsageError("give either --all or an <id|seq>, not both", command);
+    if (values.all !== true && rest.length === 0)
+      throw new UsageError("say which dead letters: --all or an <id|seq>", command);
+  }
+  return { command, positionals: rest, values };
+}
+
+async function dispatch(ctx: CommandContext, inv: Invocation): Promise<void> {
+  const { command, positionals, values } = inv;
+  switch (command) {
+    case "status":
+      return statusCommand(ctx);
+    case "send":
+      return sendCommand(ctx, {
+        file: positionals[0] ?? "",
+        source: values.source,
+        contentType: values["content-type"],
+      });
+    case "tail":
+      return tailCommand(ctx);
+    default: {
+      const action = command.slice("dlq ".length) as DlqArgs["action"];
+      return dlqCommand(ctx, { action, ref: positionals[0], all: values.all === true, group: values.group });
+    }
+  }
+}
+
+/**
+ * Runs one CLI invocation and returns its exit status (the caller exits):
+ * 0 ok, 1 failure, 2 usage error, 78 bad configuration.
+ */
+export async function runCli(argv: readonly string[], io: CliIo): Promise<number> {
+  let inv: Invocation;
+  try {
+    const parsed = parse(argv);
+    if ("help" in parsed) {
+      io.out(`${parsed.help}\n`);
+      return EXIT_OK;
+    }
+    inv = parsed;
+  } catch (err) {
+    if (err instanceof UsageError) {
+      const hint = err.command ? `filerelay ${err.command} --help` : "filerelay --help";
+      io.err(`filerelay: ${err.message}\nRun \`${hint}\` for usage.\n`);
+      return EXIT_USAGE;
+    }
+    throw err;
+  }
+
+  let nc;
+  try {
+    const config = await loadCliConfig(
+      { server: inv.values.server, stream: inv.values.stream, subject: inv.values.subject },
+      io.env,
+    );
+    // Silent: stdout belongs to the command's output, and a failed connect is thrown and reported.
+    nc = await connectNats(config, {
+      name: "filerelay-cli",
+      log: silentLogger(),
+      signal: io.signal,
+      maxInitialAttempts: 1,
+    });
+    const ctx: CommandContext = {
+      config,
+      names: jetstreamNames(config),
+      nc,
+      js: jetstream(nc, { timeout: 10_000 }),
+      jsm: await jetstreamManager(nc, { timeout: 10_000 }),
+      json: inv.values.json === true,
+      out: io.out,
+      err: io.err,
+      signal: io.signal,
+    };
+    await dispatch(ctx, inv);
+    return EXIT_OK;
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      io.err(`filerelay: ${err.message}\n`);
+      return EXIT_CONFIG;
+    }
+    if (err instanceof UsageError) {
+      io.err(`filerelay: ${err.message}\nRun \`filerelay ${err.command ?? ""} --help\` for usage.\n`);
+      return EXIT_USAGE;
+    }
+    const code = isFilerelayError(err) && !(err instanceof NotFoundError) ? ` [${err.code}]` : "";
+    io.err(`filerelay: error${code}: ${describeError(err)}\n`);
+    return EXIT_FAILURE;
+  } finally {
+    await nc?.close().catch(() => undefined);
+  }
+}

@@ -1,0 +1,181 @@
+import { createHash } from "node:crypto";
+import { createReadStream } from "node:fs";
+import { open, stat } from "node:fs/promises";
+import { basename, dirname, resolve } from "node:path";
+import { SingleBar } from "cli-progress";
+import {
+  deletePayloadObject,
+  envelopeToHeaders,
+  envelopeToRecord,
+  FilerelayError,
+  fileVersionId,
+  objectStreamName,
+  parseEnvelope,
+  putPayloadObject,
+  SourceError,
+  type Envelope,
+} from "@filerelay/core";
+import { computeFingerprint, FINGERPRINT_HEAD_BYTES } from "@filerelay/consumer";
+import { printJson, type CommandContext } from "./commandContext.js";
+import { contentTypeFor } from "./contentTypeFor.js";
+import { formatBytes, renderTable } from "./renderTable.js";
+import { requireStream } from "./requireStream.js";
+
+export interface SendArgs {
+  file: string;
+  /** ce-source; default: the file's directory name, as a consumer on that directory would say. */
+  source?: string | undefined;
+  contentType?: string | undefined;
+}
+
+export interface SendResult {
+  id: string;
+  subject: string;
+  seq: number;
+  duplicate: boolean;
+  headers: Record<string, string>;
+}
+
+async function readFileBytes(path: string, size: number): Promise<{ bytes: Buffer; head: Buffer }> {
+  const fh = await open(path, "r");
+  try {
+    const bytes = Buffer.alloc(size);
+    let total = 0;
+    while (total < size) {
+      const { bytesRead } = await fh.read(bytes, total, size - total, total);
+      if (bytesRead === 0) break;
+      total += bytesRead;
+    }
+    if (total !== size) throw new Error(`read ${total} of ${size} bytes: the file shrank`);
+    return { bytes, head: bytes.subarray(0, FINGERPRINT_HEAD_BYTES) };
+  } finally {
+    await fh.close();
+  }
+}
+
+async function readHead(path: string, size: number): Promise<Buffer> {
+  const fh = await open(path, "r");
+  try {
+    const want = Math.min(size, FINGERPRINT_HEAD_BYTES);
+    const buf = Buffer.alloc(want);
+    let total = 0;
+    while (total < want) {
+      const { bytesRead } = await fh.read(buf, total, want - total, total);
+      if (bytesRead === 0) break;
+      total += bytesRead;
+    }
+    return buf.subarray(0, total);
+  } finally {
+    await fh.close();
+  }
+}
+
+/**
+ * Publishes one file as the consumer would: same ce-id scheme (UUIDv5 of the
+ * consumer's fingerprint of source + relative path + size + mtime + head), so
+ * a file sent by hand and later seen by a consumer on the same directory is
+ * one file version; inline up to INLINE_MAX_BYTES, otherwise uploaded to the
+ * payload Object Store first (the envelope never points at a partial object).
+ */
+export async function sendFile(ctx: CommandContext, args: SendArgs): Promise<SendResult> {
+  const path = resolve(args.file);
+  let st;
+  try {
+    st = await stat(path);
+  } catch (err) {
+    throw new SourceError("FILE_READ_FAILED", `cannot read ${args.file}`, { cause: err });
+  }
+  if (!st.isFile()) throw new SourceError("FILE_NOT_REGULAR", `${args.file} is not a regular file`);
+  const filename = basename(path);
+  const source = args.source ?? (basename(dirname(path)) || "manual");
+  const inline = st.size <= ctx.config.INLINE_MAX_BYTES;
+
+  let body: Buffer = Buffer.alloc(0);
+  let head: Buffer;
+  let sha256 = "";
+  try {
+    if (inline) {
+      const read = await readFileBytes(path, st.size);
+      body = read.bytes;
+      head = read.head;
+      sha256 = createHash("sha256").update(body).digest("hex");
+    } else {
+      head = await readHead(path, st.size);
+    }
+  } catch (err) {
+    throw new SourceError("FILE_READ_FAILED", `reading ${args.file} failed`, { cause: err });
+  }
+  const id = fileVersionId(computeFingerprint({ head, size: st.size, mtimeMs: st.mtimeMs, source, relPath: filename }));
+  const envelope: Envelope = {
+    id,
+    source,
+    type: "io.filerelay.file.v1",
+    time: new Date(),
+    subject: filename,
+    contentType: args.contentType ?? contentTypeFor(filename),
+    filename,
+    size: st.size,
+    sha256,
+    mtime: new Date(st.mtimeMs),
+    payload: inline ? { kind: "inline" } : { kind: "object", bucket: ctx.names.payloadBucket, name: id },
+  };
+  // Refuse what no sink would accept before uploading anything.
+  parseEnvelope(envelopeToRecord({ ...envelope, sha256: sha256 || "0".repeat(64) }));
+  await requireStream(ctx, ctx.names.stream);
+  if (!inline) await requireStream(ctx, objectStreamName(ctx.names.payloadBucket));
+
+  if (envelope.payload.kind === "object") {
+    const bar =
+      ctx.json || !process.stdout.isTTY
+        ? undefined
+        : new SingleBar({
+            format: `${filename} [{bar}] {percentage}% | {done} of {size}`,
+            hideCursor: true,
+          });
+    bar?.start(st.size, 0, { done: formatBytes(0), size: formatBytes(st.size) });
+    try {
+      const uploaded = await putPayloadObject(ctx.nc, {
+        bucket: ctx.names.payloadBucket,
+        name: id,
+        source: createReadStream(path, { highWaterMark: ctx.config.PAYLOAD_CHUNK_BYTES }),
+        chunkBytes: ctx.config.PAYLOAD_CHUNK_BYTES,
+        signal: ctx.signal,
+        onProgress: (bytes) => bar?.update(bytes, { done: formatBytes(bytes) }),
+      });
+      if (uploaded.size !== st.size) {
+        await deletePayloadObject(ctx.nc, envelope.payload).catch(() => undefined);
+        throw new SourceError("FILE_CHANGED", `${args.file} changed size during the upload; nothing was published`);
+      }
+      envelope.sha256 = uploaded.sha256;
+    } finally {
+      bar?.stop();
+    }
+  }
+
+  let ack;
+  try {
+    ack = await ctx.js.publish(ctx.config.SUBJECT, body, { msgID: id, headers: envelopeToHeaders(envelope) });
+  } catch (err) {
+    throw new FilerelayError("PUBLISH_FAILED", `publishing ${args.file} to ${ctx.config.SUBJECT} failed`, {
+      cause: err,
+    });
+  }
+  return {
+    id,
+    subject: ctx.config.SUBJECT,
+    seq: ack.seq,
+    duplicate: ack.duplicate,
+    headers: envelopeToRecord(envelope),
+  };
+}
+
+export async function sendCommand(ctx: CommandContext, args: SendArgs): Promise<void> {
+  const result = await sendFile(ctx, args);
+  if (ctx.json) return printJson(ctx, result);
+  ctx.out(`${renderTable(["header", "value"], Object.entries(result.headers))}\n`);
+  ctx.out(
+    result.duplicate
+      ? `already in ${ctx.names.stream} (same ce-id within the duplicate window): not published again\n`
+      : `published ${result.id} to ${result.subject} (stream seq ${result.seq})\n`,
+  );
+}
