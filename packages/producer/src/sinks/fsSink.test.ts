@@ -6,7 +6,7 @@ import { Readable } from "node:stream";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { PayloadError, silentLogger, SinkError, type Envelope } from "@filerelay/core";
 import type { ConflictMode } from "../config.js";
-import { createFsSink, isTempFileName, tempFileName, type FsSinkOptions } from "./fsSink.js";
+import { classifyWriteError, createFsSink, isTempFileName, tempFileName, type FsSinkOptions } from "./fsSink.js";
 import type { Sink, SinkWriteRequest } from "./sink.js";
 
 const log = silentLogger();
@@ -243,5 +243,15 @@ describe("fs sink", () => {
     await sink.init();
     const left = await listAll(root);
     expect(left).toEqual([livePeer, youngForeign, keep].map((f) => f.slice(root.length + 1)).sort());
+  });
+
+  it("classifies write errors: a full disk is DISK_SPACE_LOW, other I/O errors WRITE_FAILED", () => {
+    const io = (code: string) => Object.assign(new Error(code), { code });
+    expect(classifyWriteError(io("ENOSPC"), "w").code).toBe("DISK_SPACE_LOW");
+    expect(classifyWriteError(io("EDQUOT"), "w").code).toBe("DISK_SPACE_LOW");
+    const eio = classifyWriteError(io("EIO"), "writing x failed");
+    expect([eio.code, eio.permanent, eio.message]).toEqual(["WRITE_FAILED", false, "writing x failed (EIO)"]);
+    const conflict = new SinkError("CONFLICT", "c");
+    expect(classifyWriteError(conflict, "w")).toBe(conflict);
   });
 });

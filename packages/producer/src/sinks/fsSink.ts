@@ -157,7 +157,7 @@ export function createFsSink(options: FsSinkOptions, deps: FsSinkDeps): Sink {
       await mkdir(dir, { recursive: true });
       await assertRealInside(dir);
     } catch (err) {
-      throw wrap(err, `cannot create output directory ${dir}`);
+      throw classifyWriteError(err, `cannot create output directory ${dir}`);
     }
 
     // Decide before writing when the answer is already known (redelivery, skip, fail).
@@ -187,7 +187,7 @@ export function createFsSink(options: FsSinkOptions, deps: FsSinkDeps): Sink {
     } catch (err) {
       await fh?.close().catch(() => undefined);
       await unlink(temp).catch(() => undefined);
-      throw wrap(err, `writing ${target} failed`);
+      throw classifyWriteError(err, `writing ${target} failed`);
     }
   }
 
@@ -362,10 +362,17 @@ export function createFsSink(options: FsSinkOptions, deps: FsSinkDeps): Sink {
   };
 }
 
-/** FilerelayErrors keep their code (CHECKSUM_MISMATCH, CONFLICT, payload errors…); anything else is a transient WRITE_FAILED. */
-function wrap(err: unknown, message: string): FilerelayError {
+/**
+ * FilerelayErrors keep their code (CHECKSUM_MISMATCH, CONFLICT, payload errors…);
+ * a full disk or quota is DISK_SPACE_LOW (an outage: retried without using up
+ * MAX_DELIVER); anything else is a transient WRITE_FAILED.
+ */
+export function classifyWriteError(err: unknown, message: string): FilerelayError {
   if (err instanceof FilerelayError) return err;
   const code = errno(err);
+  if (code === "ENOSPC" || code === "EDQUOT") {
+    return new SinkError("DISK_SPACE_LOW", `${message}: the output filesystem is full (${code})`, { cause: err });
+  }
   return new SinkError("WRITE_FAILED", code ? `${message} (${code})` : message, { cause: err });
 }
 
