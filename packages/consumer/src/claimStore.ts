@@ -85,13 +85,15 @@ export class ClaimStore {
     } catch {
       /* unreadable: treat as foreign */
     }
+    // Our own (a release that did not land): take it back.
+    const ours = holder.instance === this.owner.instance;
     const deadHereBefore =
       holder.host === this.owner.host &&
       holder.instance !== this.owner.instance &&
       typeof holder.pid === "number" &&
       holder.pid !== process.pid &&
       !pidAlive(holder.pid);
-    if (!deadHereBefore) return null;
+    if (!ours && !deadHereBefore) return null;
     try {
       return { key, revision: await this.#kv.update(key, this.#value, entry.revision) };
     } catch (err) {

@@ -207,6 +207,7 @@ export class DirectorySource implements AsyncDisposable {
   readonly #loggedSkips = new Set<string>();
 
   readonly #workers = new Set<Promise<void>>();
+  readonly #background = new Set<Promise<void>>();
   #wakeTimer: NodeJS.Timeout | undefined;
   #wakeAt = Number.POSITIVE_INFINITY;
 
@@ -215,6 +216,7 @@ export class DirectorySource implements AsyncDisposable {
   #scanning: Promise<void> | undefined;
   #rescanRequested = false;
   #lastScanStart = 0;
+  #lastFullScan = 0;
   #lastScanMs = 0;
   #scans = 0;
   #firstScan: Promise<void>;
@@ -359,7 +361,8 @@ export class DirectorySource implements AsyncDisposable {
     this.#scanTimer = setTimeout(() => {
       this.#scanTimer = undefined;
       this.#scanAt = Number.POSITIVE_INFINITY;
-      void this.#runScan();
+      // Light unless the periodic full scan is due.
+      void this.#runScan(Date.now() < this.#lastFullScan + this.#config.POLL_INTERVAL_MS);
     }, delayMs);
   }
 
@@ -370,13 +373,14 @@ export class DirectorySource implements AsyncDisposable {
     this.#scheduleScan(Math.max(EARLY_SCAN_MIN_DELAY_MS, spacing - sinceLast));
   }
 
-  #runScan(): Promise<void> {
+  /** A full scan (poll), or a light one (after events: only new paths are stat'ed). */
+  #runScan(light = false): Promise<void> {
     if (this.#scanning) return this.#scanning;
     const run = async () => {
       const started = Date.now();
       this.#lastScanStart = started;
       try {
-        const result = await this.#scanner.scan();
+        const result = await this.#scanner.scan(light ? { isKnown: (rel) => this.#files.has(rel) } : {});
         if (this.#stopping) return;
         this.#scans++;
         const scanId = this.#scans;
@@ -387,6 +391,10 @@ export class DirectorySource implements AsyncDisposable {
           this.#observe(f, now, scanId);
           const slash = f.rel.lastIndexOf("/");
           dirs.add(slash < 0 ? "" : f.rel.slice(0, slash));
+        }
+        for (const rel of result.known) {
+          const rec = this.#files.get(rel);
+          if (rec) rec.seenInScan = scanId;
         }
         for (const dir of dirs) this.#watcher.watchDir(dir);
         for (const [rel, rec] of this.#files) {
@@ -417,7 +425,8 @@ export class DirectorySource implements AsyncDisposable {
             this.#rescanRequested = false;
             this.#requestEarlyScan();
           }
-          this.#scheduleScan(Math.max(0, started + this.#config.POLL_INTERVAL_MS - Date.now()));
+          if (!light) this.#lastFullScan = started;
+          this.#scheduleScan(Math.max(0, this.#lastFullScan + this.#config.POLL_INTERVAL_MS - Date.now()));
           this.#wake();
         }
       }
@@ -871,15 +880,22 @@ export class DirectorySource implements AsyncDisposable {
   async #attempt(rec: TrackedFile): Promise<AttemptResult> {
     const config = this.#config;
     if (rec.refused) throw new SourceError("SYMLINK_REFUSED", rec.refused, { details: { path: rec.rel } });
+    if (config.MAX_FILE_SIZE !== undefined && rec.size > config.MAX_FILE_SIZE) {
+      throw new SourceError(
+        "FILE_TOO_LARGE",
+        `${rec.rel} has ${rec.size} bytes, more than MAX_FILE_SIZE (${config.MAX_FILE_SIZE})`,
+      );
+    }
+    // O_NONBLOCK: a FIFO swapped in since the scan must not block a worker.
     let path = this.#scanner.absolute(rec.rel);
-    let flags = constants.O_RDONLY | constants.O_NOFOLLOW;
+    let flags = constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK;
     if (rec.target !== undefined) {
       const resolved = await this.#scanner.resolveSymlink(rec.rel);
       if (!resolved) return { kind: "vanished" };
       if ("refused" in resolved) throw new SourceError("SYMLINK_REFUSED", resolved.refused);
       if ("notFile" in resolved) throw new SourceError("FILE_NOT_REGULAR", `${rec.rel} no longer links to a file`);
       path = resolved.target;
-      flags = constants.O_RDONLY;
+      flags = constants.O_RDONLY | constants.O_NONBLOCK;
     }
     let fh: FileHandle;
     try {
@@ -893,37 +909,33 @@ export class DirectorySource implements AsyncDisposable {
     }
     let open_ = true;
     try {
-      const st = await fh.stat();
-      if (!st.isFile()) throw new SourceError("FILE_NOT_REGULAR", `${rec.rel} is not a regular file`);
-      const identity: Identity = { size: st.size, mtimeMs: st.mtimeMs, ino: st.ino };
-      if (!sameIdentity(identity, rec)) return { kind: "changed", identity };
-      if (config.MAX_FILE_SIZE !== undefined && st.size > config.MAX_FILE_SIZE) {
-        throw new SourceError(
-          "FILE_TOO_LARGE",
-          `${rec.rel} has ${st.size} bytes, more than MAX_FILE_SIZE (${config.MAX_FILE_SIZE})`,
-        );
-      }
-      const inline = st.size <= config.INLINE_MAX_BYTES;
-      let body: Buffer | undefined;
+      // The identity observed STABILITY_MS ago. Read first, then one fstat: if
+      // it still matches (and so does the byte count), nothing was written
+      // between that observation and the end of this read.
+      const identity: Identity = { size: rec.size, mtimeMs: rec.mtimeMs, ino: rec.ino };
+      const inline = identity.size <= config.INLINE_MAX_BYTES;
+      let body: Buffer | null | undefined;
       let head: Buffer;
-      let sha256 = "";
       try {
         if (inline) {
-          const whole = await readWhole(fh, st.size);
-          if (!whole) return { kind: "changed" };
-          body = whole;
-          head = whole.subarray(0, FINGERPRINT_HEAD_BYTES);
-          sha256 = createHash("sha256").update(whole).digest("hex");
+          body = await readWhole(fh, identity.size);
+          head = (body ?? Buffer.alloc(0)).subarray(0, FINGERPRINT_HEAD_BYTES);
         } else {
-          head = await readHead(fh, st.size);
+          head = await readHead(fh, identity.size);
         }
       } catch (err) {
         throw new SourceError("FILE_READ_FAILED", `reading ${rec.rel} failed`, { cause: err });
       }
       const after = await fh.stat();
-      if (!sameIdentity(after, identity)) {
+      if (!after.isFile()) throw new SourceError("FILE_NOT_REGULAR", `${rec.rel} is not a regular file`);
+      if (
+        !sameIdentity(after, identity) ||
+        body === null ||
+        (!inline && head.length < Math.min(identity.size, FINGERPRINT_HEAD_BYTES))
+      ) {
         return { kind: "changed", identity: { size: after.size, mtimeMs: after.mtimeMs, ino: after.ino } };
       }
+      const sha256 = body ? createHash("sha256").update(body).digest("hex") : "";
       if (inline) {
         open_ = false;
         await fh.close();
@@ -931,8 +943,8 @@ export class DirectorySource implements AsyncDisposable {
 
       const fingerprint = computeFingerprint({
         head,
-        size: st.size,
-        mtimeMs: st.mtimeMs,
+        size: identity.size,
+        mtimeMs: identity.mtimeMs,
         source: config.SOURCE,
         relPath: rec.rel,
       });
@@ -948,9 +960,9 @@ export class DirectorySource implements AsyncDisposable {
         subject: rec.rel,
         contentType: mime.getType(rec.rel) ?? "application/octet-stream",
         filename: slash < 0 ? rec.rel : rec.rel.slice(slash + 1),
-        size: st.size,
+        size: identity.size,
         sha256,
-        mtime: new Date(st.mtimeMs),
+        mtime: new Date(identity.mtimeMs),
         payload: inline ? { kind: "inline" } : { kind: "object", bucket: this.#payloadBucket, name: id },
       };
       // A name no sink could accept fails here, before anything is sent.
@@ -984,7 +996,7 @@ export class DirectorySource implements AsyncDisposable {
           this.#fingerprints.record(fingerprint, {
             id,
             path: rec.rel,
-            size: st.size,
+            size: identity.size,
             sha256: envelope.sha256,
             publishedAt: new Date().toISOString(),
           }),
@@ -999,11 +1011,23 @@ export class DirectorySource implements AsyncDisposable {
         if (disposed.status === "rejected") throw disposed.reason;
         return { kind: "published", envelope, duplicate: ack.duplicate, ...disposed.value };
       } finally {
-        await this.#claims.release(claim);
+        // Not awaited: the file's outcome does not depend on it (an unreleased
+        // claim expires), and it saves a round trip of latency per file.
+        this.#track(this.#claims.release(claim));
       }
     } finally {
       if (open_) await fh.close().catch(() => undefined);
     }
+  }
+
+  /** Keeps a background promise until it settles, so close() can wait for it. */
+  #track(p: Promise<unknown>): void {
+    const settled = p.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.#background.add(settled);
+    void settled.finally(() => this.#background.delete(settled));
   }
 
   /** Runs a broker-side step; its failures are candidates for "outage, not the file's fault". */
@@ -1092,6 +1116,7 @@ export class DirectorySource implements AsyncDisposable {
       if (outcome === "timeout") {
         this.#log.warn({ inFlight: this.#workers.size }, "shutdown timeout: abandoning in-flight files");
       }
+      await Promise.race([Promise.all([...this.#background]), sleep(2000, undefined, { ref: false })]);
       const it = this.#statusIterator as { stop?: () => void } | undefined;
       it?.stop?.();
       await this.#scanning;

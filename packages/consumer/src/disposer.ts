@@ -51,7 +51,6 @@ const NO_LINK = new Set(["EPERM", "ENOTSUP", "EOPNOTSUPP", "EMLINK", "ENOSYS"]);
  */
 export async function moveNoClobber(src: string, dest: string): Promise<string> {
   await ensureDir(dirname(dest));
-  const isLink = (await lstat(src)).isSymbolicLink();
   let retriedDir = false;
   for (let n = 0; n < 100_000; n++) {
     const candidate = n === 0 ? dest : withNumericSuffix(dest, n);
@@ -72,7 +71,10 @@ export async function moveNoClobber(src: string, dest: string): Promise<string> 
         n--;
         continue;
       }
-      if (code === "EXDEV") return isLink ? moveLinkAcross(src, dest) : copyAcross(src, dest);
+      if (code === "EXDEV") {
+        const isLink = (await lstat(src)).isSymbolicLink();
+        return isLink ? moveLinkAcross(src, dest) : copyAcross(src, dest);
+      }
       if (code !== undefined && NO_LINK.has(code)) return renameChecked(src, dest);
       throw err;
     }
