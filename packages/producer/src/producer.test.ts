@@ -93,7 +93,7 @@ describe("file handler", () => {
     await handle(context(Buffer.alloc(401)));
   });
 
-  it("checks real free space with check-disk-space", async () => {
+  it("checks real free space with statfs", async () => {
     const cfg = await config({ DISK_SPACE_FACTOR: "1000000000000" });
     await using sink = createFsSink(cfg, { log });
     const handle = createFileHandler({ config: cfg, sink });
