@@ -17,3 +17,4 @@ export * from "./payload.js";
 export * from "./payloadJanitor.js";
 export * from "./deadLetter.js";
 export * from "./consumeFiles.js";
+export * from "./configReference.js";
