@@ -9,6 +9,7 @@ import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   consumeFiles,
+  deadLetter,
   envelopeToHeaders,
   fileVersionId,
   headersToRecord,
@@ -325,6 +326,49 @@ describe("filerelay dlq", () => {
       ac.abort();
       await sink;
     }
+  });
+});
+
+describe("filerelay dlq replay of an envelope several groups gave up on", () => {
+  let f: Fixture | undefined;
+  beforeAll(async () => {
+    f = await setUp();
+  });
+  afterAll(() => tearDown(f));
+
+  it("publishes it once and removes every group's entry", async () => {
+    if (!f) throw new Error("no fixture");
+    const body = randomBytes(300);
+    const envelope = inlineEnvelope(body);
+    // Written exactly as the producers' SDK writes dead letters.
+    for (const group of ["g1", "g2"]) {
+      await deadLetter(f.nc, {
+        group,
+        headers: envelopeToHeaders(envelope),
+        body,
+        code: "WRITE_FAILED",
+        error: "disk full",
+        deliveries: 5,
+        msgId: `${group}:1`,
+      });
+    }
+    const listed = await cliJson<DlqEntry[]>(["dlq", "list"], f.env, f.dir);
+    expect(listed.map((e) => [e.group, e.id, e.code, e.deliveries])).toEqual([
+      ["g1", envelope.id, "WRITE_FAILED", 5],
+      ["g2", envelope.id, "WRITE_FAILED", 5],
+    ]);
+    const jsm = await jetstreamManager(f.nc);
+    const before = (await jsm.streams.info("FILES")).state.last_seq;
+
+    const out = await cliJson<{ replayed: { dlqSeqs: number[]; seq: number }[] }>(
+      ["dlq", "replay", envelope.id],
+      f.env,
+      f.dir,
+    );
+    expect(out.replayed).toHaveLength(1);
+    expect(out.replayed[0]?.dlqSeqs.sort()).toEqual(listed.map((e) => e.seq).sort());
+    expect((await jsm.streams.info("FILES")).state.last_seq).toBe(before + 1);
+    expect(await cliJson<DlqEntry[]>(["dlq", "list"], f.env, f.dir)).toEqual([]);
   });
 });
 
