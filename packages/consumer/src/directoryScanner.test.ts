@@ -78,6 +78,14 @@ describe("DirectoryScanner", () => {
     ]);
   });
 
+  it("a light scan stats only paths it is not told it knows", async () => {
+    await put("known.txt", "k");
+    await put("sub/new.txt", "new!");
+    const result = await scanner().scan({ isKnown: (rel) => rel === "known.txt" });
+    expect(result.known).toEqual(["known.txt"]);
+    expect(result.files.map((f) => [f.rel, f.size])).toEqual([["sub/new.txt", 4]]);
+  });
+
   it("reports sizes and separates ready markers from files", async () => {
     await put("data.csv", "12345");
     await put("data.csv.done", "");

@@ -120,7 +120,9 @@ export class DirectoryScanner {
       dot: false,
       onlyFiles: false,
       followSymbolicLinks: false,
-      stats: isKnown === undefined,
+      // fast-glob's own stats drop a whole directory when one entry vanishes
+      // between readdir and lstat (files being archived): stat here instead.
+      stats: false,
       objectMode: true,
       unique: true,
       // A directory we may not read, or a file gone between readdir and lstat,
@@ -138,8 +140,7 @@ export class DirectoryScanner {
         result.markers.add(target);
         continue;
       }
-      if (entry.stats) await this.#classify(rel, entry.stats, result);
-      else if (isKnown?.(rel)) result.known.push(rel);
+      if (isKnown?.(rel)) result.known.push(rel);
       else toStat.push(rel);
     }
     for (let i = 0; i < toStat.length; i += 64) {

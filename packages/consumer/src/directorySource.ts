@@ -404,7 +404,7 @@ export class DirectorySource implements AsyncDisposable {
         if (this.#config.READY_MARKER_SUFFIX) {
           for (const rel of this.#markers) {
             const rec = this.#files.get(rel);
-            if (rec?.state === "waiting") this.#makeReady(rec);
+            if (rec?.state === "waiting") this.#makeReady(rec, false);
           }
         }
         if (this.#loggedSkips.size > 100_000) this.#loggedSkips.clear();
@@ -486,7 +486,7 @@ export class DirectorySource implements AsyncDisposable {
     rec.observedAt = now;
     if (this.#config.READY_MARKER_SUFFIX) {
       // The marker, not a quiet period, says the file is complete.
-      if (this.#markers.has(rec.rel)) this.#makeReady(rec);
+      if (this.#markers.has(rec.rel)) this.#makeReady(rec, false);
       return;
     }
     const at = now + this.#config.STABILITY_MS;
@@ -530,7 +530,7 @@ export class DirectorySource implements AsyncDisposable {
       }
       this.#markers.add(markerOf);
       const rec = this.#files.get(markerOf);
-      if (rec?.state === "waiting") this.#makeReady(rec);
+      if (rec?.state === "waiting") this.#makeReady(rec, false);
       return rec === undefined;
     }
     const rec = this.#files.get(rel);
@@ -584,7 +584,7 @@ export class DirectorySource implements AsyncDisposable {
       if (item.at > now) break;
       this.#stabilityHead++;
       const rec = this.#files.get(item.rel);
-      if (rec && rec.gen === item.gen && rec.state === "waiting") this.#makeReady(rec);
+      if (rec && rec.gen === item.gen && rec.state === "waiting") this.#makeReady(rec, false);
     }
     if (this.#stabilityHead > 1024 && this.#stabilityHead * 2 > this.#stability.length) {
       this.#stability = this.#stability.slice(this.#stabilityHead);
@@ -593,17 +593,18 @@ export class DirectorySource implements AsyncDisposable {
     for (let top = this.#retries.peek(); top && top.at <= now; top = this.#retries.peek()) {
       this.#retries.pop();
       const rec = this.#files.get(top.rel);
-      if (rec && rec.gen === top.gen && rec.state === "backoff") this.#makeReady(rec);
+      if (rec && rec.gen === top.gen && rec.state === "backoff") this.#makeReady(rec, false);
     }
     this.#pump();
     const next = Math.min(this.#stability[this.#stabilityHead]?.at ?? Infinity, this.#retries.peek()?.at ?? Infinity);
     if (next !== Infinity) this.#scheduleWake(next);
   }
 
-  #makeReady(rec: TrackedFile): void {
+  /** Queues a file; `pump: false` when queuing many, so the oldest of all of them goes first. */
+  #makeReady(rec: TrackedFile, pump = true): void {
     rec.state = "ready";
     this.#ready.push({ rel: rec.rel, gen: rec.gen, mtimeMs: rec.mtimeMs });
-    this.#pump();
+    if (pump) this.#pump();
   }
 
   #retryLater(rec: TrackedFile, delayMs: number): void {
