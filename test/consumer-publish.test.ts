@@ -52,6 +52,27 @@ describe("consumer service: publishing", () => {
     expect(await listFiles(dirs.archive)).toEqual([`${todayUtc()}/slow.log`]);
   });
 
+  it("file-system events: a new file, even in a new sub-directory, is published about STABILITY_MS after it is written, not POLL_INTERVAL_MS", async () => {
+    await using nats = await startNats();
+    await using dirs = await makeConsumerDirs();
+    await using stream = await openStreamReader(nats.url);
+    await using svc = startConsumer(consumerEnv(nats.url, dirs, { STABILITY_MS: "500", POLL_INTERVAL_MS: "60000" }));
+    await consumerStarted(svc);
+    const latencies: number[] = [];
+    for (const [i, rel] of ["top.txt", "new dir/deeper/inner.txt"].entries()) {
+      const written = Date.now();
+      await writeRel(dirs.input, rel, `event ${i}`);
+      await stream.waitFor(i + 1, 10_000);
+      latencies.push(Date.now() - written);
+    }
+    expect((await stream.read()).map((m) => m.headers["ce-subject"])).toEqual(["top.txt", "new dir/deeper/inner.txt"]);
+    for (const ms of latencies) {
+      expect(ms).toBeGreaterThanOrEqual(500);
+      // Far below the 60 s poll: the stability wait plus event handling.
+      expect(ms).toBeLessThan(3000);
+    }
+  });
+
   it("publishes 200 files in nested unicode/space directories exactly once with DESIGN §3 headers, and archives the tree", async () => {
     await using nats = await startNats();
     await using dirs = await makeConsumerDirs();
