@@ -55,8 +55,8 @@ async function main({ signal }: ServiceContext): Promise<void> {
       sourceBuckets: true,
       claimTtlMs: config.CLAIM_TTL_MS,
     });
-    await using connection = watchNatsConnection(nc, metrics);
-    void connection;
+    // Keeps the natsConnected / natsReconnects metrics true to the connection.
+    await using _connectionMetrics = watchNatsConnection(nc, metrics);
     await using source = await startDirectorySource({ config, nc, log, metrics });
     const conn = nc;
     await using http =
