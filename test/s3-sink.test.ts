@@ -275,6 +275,28 @@ describe("S3 sink", () => {
     expect(err.permanent).toBe(true);
   });
 
+  test("a broken object left by an interrupted attempt of the same file version is replaced, not renamed", async () => {
+    const cfg = config();
+    await using sink = createS3Sink(cfg, deps());
+    const payload = testPayload(4096, "broken");
+    const req = request(payload, "x/report.csv");
+    const key = `${cfg.S3_PREFIX}x/report.csv`;
+    // What a cut connection can leave behind: our ce-id, but neither our bytes nor our sha256.
+    await s3.client().send(
+      new s3sdk.PutObjectCommand({
+        Bucket: s3.bucket,
+        Key: key,
+        Body: Buffer.from("partial"),
+        Metadata: { "filerelay-id": req.envelope.id },
+      }),
+    );
+    const result = await sink.write(req);
+    expect(result.outcome).toBe("written");
+    expect(result.location).toBe(`s3://${s3.bucket}/${key}`);
+    expect((await s3.listKeys()).filter((k) => k.startsWith(`${cfg.S3_PREFIX}x/`))).toEqual([key]);
+    expect(await s3.describe(key)).toMatchObject({ size: payload.size, sha256: payload.sha256 });
+  });
+
   test("init(): stale multipart uploads under the prefix are aborted where the store can list them", async () => {
     const log: Logger = silentLogger();
     const warn = vi.spyOn(log, "warn");

@@ -232,9 +232,13 @@ export function createS3Sink(config: S3SinkConfig, deps: S3SinkDeps): Sink {
   const classify = (obj: HeadObjectCommandOutput | undefined, req: SinkWriteRequest): Existing => {
     if (!obj) return { kind: "absent" };
     const sha = obj.Metadata?.[S3_METADATA.sha256];
-    if (sha !== req.envelope.sha256) return { kind: "different" };
-    // Same version but wrong size: an earlier attempt of ours stored a bad object; replace it.
-    return obj.ContentLength === req.envelope.size ? { kind: "same" } : { kind: "ours-broken" };
+    const sameVersion = sha === req.envelope.sha256 || obj.Metadata?.[S3_METADATA.id] === req.envelope.id;
+    if (!sameVersion) return { kind: "different" };
+    // Same file version (by content or by ce-id) but not the right bytes: an earlier,
+    // interrupted attempt of ours stored a bad object; replace it rather than add "-1".
+    return sha === req.envelope.sha256 && obj.ContentLength === req.envelope.size
+      ? { kind: "same" }
+      : { kind: "ours-broken" };
   };
 
   const abortMultipart = async (key: string, uploadId: string, reqLog: Logger): Promise<void> => {
