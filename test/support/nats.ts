@@ -31,7 +31,11 @@ export interface NatsServer extends AsyncDisposable {
   stop(): Promise<void>;
   /** Sends a signal (default SIGKILL) and waits for exit. */
   kill(signal?: NodeJS.Signals): Promise<void>;
-  /** Starts again on the same port with the same store, so JetStream state survives. */
+  /**
+   * Starts again on the same port with the same store, so JetStream state
+   * survives; resolves once /healthz answers ok (for a cluster member: once it
+   * has rejoined and caught up, which needs a quorum of its peers to be up).
+   */
   restart(): Promise<void>;
   /** What the server printed (most recent 200 lines). */
   output(): string;
@@ -106,7 +110,7 @@ export async function startNats(options: StartNatsOptions = {}): Promise<NatsSer
         const res = await fetch(`${monitorUrl}/healthz`);
         return res.ok;
       },
-      { timeoutMs: 20_000, message: `nats-server on port ${port} to become healthy` },
+      { timeoutMs: options.cluster ? 60_000 : 20_000, message: `nats-server on port ${port} to become healthy` },
     );
   };
   // Cluster members only report healthy once peers are up: the cluster helper waits instead.
@@ -128,7 +132,9 @@ export async function startNats(options: StartNatsOptions = {}): Promise<NatsSer
     kill,
     restart: async () => {
       await kill("SIGKILL");
-      await launch(!options.cluster);
+      // A cluster member is healthy only once it has rejoined its peers and
+      // caught up (meta + every stream/consumer current): wait for exactly that.
+      await launch(true);
     },
     output: () => lines.join("\n"),
     [Symbol.asyncDispose]: async () => {
