@@ -23,7 +23,7 @@ export default defineConfig({
         resolve: { alias },
         test: {
           name: "integration",
-          include: ["test/**/*.test.ts"],
+          include: ["test/**/*.test.ts", "examples/*/test/**/*.test.ts"],
           exclude: ["test/bench/**", "test/soak/**"],
           testTimeout: 180_000,
           hookTimeout: 60_000,
