@@ -50,6 +50,9 @@ export function natsConnectionOptions(config: NatsConfig, name: string): NodeCon
     pingInterval: 10_000,
     maxPingOut: 3,
     timeout: 5000,
+    // No Error() captured per request/publish for async stack traces: ~10% of
+    // the consumer's CPU per small file (profiled); errors still carry messages.
+    noAsyncTraces: true,
   };
   if (config.NATS_TOKEN) opts.token = config.NATS_TOKEN;
   if (config.NATS_USER) {
