@@ -66,7 +66,7 @@ describe("examples/inspect-sink", () => {
         ack_policy: AckPolicy.Explicit,
       });
       const received: Msg[] = [];
-      nc.subscribe("files.summary.>", { callback: (_err, m) => received.push(m) });
+      nc.subscribe("files.summary.>", { callback: (_err, m) => void received.push(m) });
       await nc.flush();
 
       // 10,000 lines (header + 9,999 rows, ~450 KB: an Object Store payload), CRLF endings.
