@@ -378,6 +378,7 @@ export class DirectorySource implements AsyncDisposable {
     if (this.#scanning) return this.#scanning;
     const run = async () => {
       const started = Date.now();
+      const cpu0 = process.cpuUsage();
       this.#lastScanStart = started;
       try {
         const result = await this.#scanner.scan(light ? { isKnown: (rel) => this.#files.has(rel) } : {});
@@ -414,7 +415,17 @@ export class DirectorySource implements AsyncDisposable {
           this.#log.debug({ path: s.rel, reason: s.reason }, "file skipped");
         }
         this.#metrics?.pendingFiles.set(this.#pendingCount());
-        this.#log.trace({ files: result.files.length, ms: Date.now() - started }, "scan done");
+        const cpu = process.cpuUsage(cpu0);
+        this.#log.debug(
+          {
+            light,
+            files: result.files.length + result.known.length,
+            durationMs: Date.now() - started,
+            // Process CPU during the scan (includes files being published meanwhile).
+            cpuMs: Math.round((cpu.user + cpu.system) / 1000),
+          },
+          "scan done",
+        );
       } catch (err) {
         this.#log.warn({ err, dir: this.#scanner.root }, "scanning INPUT_DIR failed; retrying at the next poll");
       } finally {
@@ -970,13 +981,35 @@ export class DirectorySource implements AsyncDisposable {
       parseEnvelope(envelopeToRecord({ ...envelope, sha256: sha256 || "0".repeat(64) }));
 
       if (this.#stopping) return { kind: "abandoned" };
-      const claim = await this.#network("claim", () => this.#claims.acquire(fingerprint));
-      if (!claim) return { kind: "held" };
+      // Claim and lookup in one round trip. Safe because a claim is kept (not
+      // deleted) after its version is published: it expires CLAIM_TTL_MS after
+      // the publish, so a create that succeeds comes long after any earlier
+      // holder recorded its fingerprint, and the lookup sent with it sees that.
+      const [claimed, looked] = await Promise.allSettled([
+        this.#network("claim", () => this.#claims.acquire(fingerprint)),
+        this.#network("fingerprint lookup", () => this.#fingerprints.lookup(fingerprint)),
+      ]);
+      if (claimed.status === "rejected") throw claimed.reason;
+      const claim = claimed.value;
+      if (!claim) {
+        // Held, e.g. still by our previous incarnation (claims outlive their
+        // publish). Nothing to decide when the version is already published and
+        // stays in place; archiving or deleting waits for the claim.
+        const prior = looked.status === "fulfilled" ? looked.value : null;
+        if (prior && !this.#config.DELETE_AFTER_PROCESSING && !this.#config.ARCHIVE_DIR) {
+          if (!envelope.sha256 && prior.sha256) envelope.sha256 = prior.sha256;
+          return { kind: "already", envelope, disposition: "left" };
+        }
+        return { kind: "held" };
+      }
+      let keepClaim = false;
       try {
-        const prior = await this.#network("fingerprint lookup", () => this.#fingerprints.lookup(fingerprint));
+        if (looked.status === "rejected") throw looked.reason;
+        const prior = looked.value;
         if (prior) {
           if (!envelope.sha256 && prior.sha256) envelope.sha256 = prior.sha256;
           const d = await this.#dispose(rec);
+          keepClaim = true;
           return { kind: "already", envelope, ...d };
         }
         if (!inline) {
@@ -1010,11 +1043,14 @@ export class DirectorySource implements AsyncDisposable {
           );
         }
         if (disposed.status === "rejected") throw disposed.reason;
+        keepClaim = true;
         return { kind: "published", envelope, duplicate: ack.duplicate, ...disposed.value };
       } finally {
-        // Not awaited: the file's outcome does not depend on it (an unreleased
-        // claim expires), and it saves a round trip of latency per file.
-        this.#track(this.#claims.release(claim));
+        // A version that was published keeps its claim until it expires (no
+        // delete request per file; see above). Otherwise the claim is given
+        // back at once, so a retry elsewhere is not blocked; not awaited: an
+        // unreleased claim expires anyway.
+        if (!keepClaim) this.#track(this.#claims.release(claim));
       }
     } finally {
       if (open_) await fh.close().catch(() => undefined);
