@@ -87,6 +87,11 @@ export function createFsSink(options: FsSinkOptions, deps: FsSinkDeps): Sink {
   const { log } = deps;
   const staleTempMs = deps.staleTempMs ?? DEFAULT_STALE_TEMP_MS;
   let closed = false;
+  /** Output directories known to exist: no mkdir per file (a removed one is recreated on ENOENT). */
+  const knownDirs = new Set<string>();
+  let realRoot: string | undefined;
+  // open() applies the umask; fchmod only when it actually narrows FILE_MODE.
+  const needsChmod = (options.FILE_MODE & ~process.umask()) !== options.FILE_MODE;
 
   async function init(): Promise<void> {
     try {
@@ -154,8 +159,7 @@ export function createFsSink(options: FsSinkOptions, deps: FsSinkDeps): Sink {
     const target = resolveInside(root, req.path);
     const dir = dirname(target);
     try {
-      await mkdir(dir, { recursive: true });
-      await assertRealInside(dir);
+      await ensureDir(dir);
     } catch (err) {
       throw classifyWriteError(err, `cannot create output directory ${dir}`);
     }
@@ -177,12 +181,12 @@ export function createFsSink(options: FsSinkOptions, deps: FsSinkDeps): Sink {
         );
       }
       // umask may have narrowed the mode given to open().
-      await fh.chmod(options.FILE_MODE);
+      if (needsChmod) await fh.chmod(options.FILE_MODE);
       await fh.sync();
       await fh.close();
       fh = undefined;
       const result = await commit(temp, target, req.path, envelope);
-      await fsyncDir(dir);
+      await fsyncDirShared(dir);
       return result;
     } catch (err) {
       await fh?.close().catch(() => undefined);
@@ -320,8 +324,25 @@ export function createFsSink(options: FsSinkOptions, deps: FsSinkDeps): Sink {
     return hash.digest("hex") === envelope.sha256 ? "same" : "other";
   }
 
+  /** Creates `dir` unless known, and checks (every time: it may have been swapped for a link) that it stays inside. */
+  async function ensureDir(dir: string): Promise<void> {
+    if (!knownDirs.has(dir)) await mkdir(dir, { recursive: true });
+    try {
+      await assertRealInside(dir);
+    } catch (err) {
+      if (errno(err) !== "ENOENT" || !knownDirs.has(dir)) throw err;
+      // Removed behind our back: create it again.
+      knownDirs.delete(dir);
+      await mkdir(dir, { recursive: true });
+      await assertRealInside(dir);
+    }
+    if (knownDirs.size >= 10_000) knownDirs.clear();
+    knownDirs.add(dir);
+  }
+
   async function assertRealInside(dir: string): Promise<void> {
-    const [realRoot, realDir] = await Promise.all([realpath(root), realpath(dir)]);
+    realRoot ??= await realpath(root);
+    const realDir = await realpath(dir);
     const rel = relative(realRoot, realDir);
     if (isAbsolute(rel) || rel === ".." || rel.startsWith(`..${sep}`)) {
       throw new SinkError(
@@ -383,6 +404,36 @@ async function fsyncDir(dir: string): Promise<void> {
   } finally {
     await fh.close();
   }
+}
+
+/** Per directory: the running fsync, and the next one (not started yet) that later callers join. */
+const dirSyncs = new Map<string, { running: Promise<void>; next: Promise<void> | undefined }>();
+const ignore = () => undefined;
+
+/**
+ * fsync of a directory, shared by concurrent writers (group commit): a caller
+ * whose rename is done joins the next fsync that has not started yet, so it is
+ * covered, and N files renamed into one directory at once cost about two
+ * directory fsyncs instead of N.
+ */
+export function fsyncDirShared(dir: string): Promise<void> {
+  const state = dirSyncs.get(dir);
+  if (state?.next) return state.next;
+  const prev = state?.running ?? Promise.resolve();
+  const entry = state ?? { running: prev, next: undefined };
+  const p = prev.then(ignore, ignore).then(() => {
+    // Started: whoever comes from now on needs a later one.
+    entry.next = undefined;
+    return fsyncDir(dir);
+  });
+  entry.running = p;
+  entry.next = p;
+  if (!state) dirSyncs.set(dir, entry);
+  const cleanup = () => {
+    if (entry.running === p && dirSyncs.get(dir) === entry) dirSyncs.delete(dir);
+  };
+  p.then(cleanup, cleanup);
+  return p;
 }
 
 /** For tests and operators: is this a temp file name of ours? */
