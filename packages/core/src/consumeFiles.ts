@@ -78,6 +78,12 @@ export interface ConsumeFilesOptions {
   replicas?: number;
   /** Pull request lifetime (default 5 s): bounds how long a shutdown waits for a pull to end. */
   fetchExpiresMs?: number;
+  /**
+   * Level of the "file handled" line after an ack (default info). A handler
+   * that logs its own outcome line per file (the producer) sets debug, so a
+   * file costs one info line, not two.
+   */
+  ackedLogLevel?: "info" | "debug";
 }
 
 const NS_PER_MS = 1_000_000;
@@ -118,6 +124,7 @@ export async function consumeFiles(
   const maxBackoffMs = options.maxBackoffMs ?? 15 * 60_000;
   const drainTimeoutMs = options.drainTimeoutMs ?? 30_000;
   const fetchExpiresMs = Math.max(1000, options.fetchExpiresMs ?? 5000);
+  const ackedLevel = options.ackedLogLevel ?? "info";
   const names = jetstreamNames({ STREAM: streamName, SUBJECT: subject });
   const allowedBuckets = options.allowedBuckets ?? [names.payloadBucket];
 
@@ -180,7 +187,7 @@ export async function consumeFiles(
     };
 
     const finish = (entry: InFlight, outcome: FileOutcome, flog: Logger) => {
-      const level = outcome.outcome === "acked" ? "info" : outcome.outcome === "retry" ? "warn" : "error";
+      const level = outcome.outcome === "acked" ? ackedLevel : outcome.outcome === "retry" ? "warn" : "error";
       const env = outcome.envelope;
       flog[level](
         {
