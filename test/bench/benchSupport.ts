@@ -1,7 +1,7 @@
 import { execFile } from "node:child_process";
 import { createWriteStream } from "node:fs";
 import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from "node:fs/promises";
-import { cpus, tmpdir, totalmem } from "node:os";
+import { cpus, loadavg, tmpdir, totalmem } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { randomBytes } from "node:crypto";
@@ -140,6 +140,16 @@ export async function cpuSecondsOf(pid: number): Promise<number> {
   const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
   const ticks = Number(fields[11]) + Number(fields[12]);
   return ticks / 100; // CLK_TCK is 100 on Linux
+}
+
+/** Flushes dirty pages (e.g. a freshly generated tree) so their writeback does not land inside a timed window. */
+export async function syncDisk(): Promise<void> {
+  await run("sync", []);
+}
+
+/** Load average over the last minute, and the CPU count: benchmark numbers on a shared machine need it. */
+export function loadNote(): string {
+  return `1-min load average ${loadavg()[0]!.toFixed(2)} on ${cpus().length} CPUs when measured`;
 }
 
 export async function removeDir(dir: string): Promise<void> {

@@ -2,10 +2,13 @@ import { join } from "node:path";
 import { it } from "vitest";
 import {
   countFiles,
+  cpuSecondsOf,
   hasCommand,
+  loadNote,
   machineInfo,
   makeFiles,
   removeDir,
+  syncDisk,
   tempDir,
   timeCommand,
   writeResult,
@@ -14,6 +17,12 @@ import { Pipeline } from "./pipeline.js";
 
 const FILES = Number(process.env.BENCH_SMALL_FILES ?? 10_000);
 const SIZE = 4096;
+/** Producer counts to run (benchmark 6); BENCH_PRODUCERS=1 runs benchmark 1 alone. */
+const PRODUCERS = (process.env.BENCH_PRODUCERS ?? "1,2,4").split(",").map(Number);
+/** e.g. BENCH_CONCURRENCY=16 sets CONCURRENCY on both services (default: the services' default, 4). */
+const extraEnv: Record<string, string> = process.env.BENCH_CONCURRENCY
+  ? { CONCURRENCY: process.env.BENCH_CONCURRENCY }
+  : {};
 
 /** Benchmark 1 (small files) and 6 (producer scaling): 10,000 × 4 KiB, archive on, fsync on. */
 it(`small files: ${FILES} × 4 KiB end to end, next to cp -r and rclone copy`, async () => {
@@ -21,42 +30,83 @@ it(`small files: ${FILES} × 4 KiB end to end, next to cp -r and rclone copy`, a
   try {
     const ref = join(scratch, "tree");
     await makeFiles(ref, FILES, () => SIZE, 100);
+    await syncDisk();
     const cpMs = await timeCommand("cp", ["-r", ref, join(scratch, "cp-copy")]);
+    await syncDisk();
     const rcloneMs = (await hasCommand("rclone"))
       ? await timeCommand("rclone", ["copy", "--transfers", "8", ref, join(scratch, "rclone-copy")])
       : null;
+    await removeDir(scratch);
+    const cpFilesPerSec = Math.round(FILES / (cpMs / 1000));
+    const rcloneFilesPerSec = rcloneMs === null ? null : Math.round(FILES / (rcloneMs / 1000));
 
-    const perProducers: Record<string, number> = {};
-    for (const producers of [1, 2, 4]) {
-      await using pipe = await Pipeline.start({ producers, consumerEnv: { STABILITY_MS: "200" } });
+    const perProducers: Record<number, number> = {};
+    let cpu: { consumerUsPerFile: number; producerUsPerFile: number } | undefined;
+    const notes: string[] = [];
+    for (const producers of PRODUCERS) {
+      await using pipe = await Pipeline.start({
+        producers,
+        consumerEnv: { STABILITY_MS: "200", ...extraEnv },
+        producerEnv: extraEnv,
+      });
       await pipe.warmUp();
       const tree = join(pipe.staging, "tree");
       await makeFiles(tree, FILES, () => SIZE, 100);
+      await syncDisk();
+      const cpu0 = await Promise.all([pipe.consumer, ...pipe.producers].map((s) => cpuSecondsOf(s.pid)));
+      notes.push(`${producers} producer(s): ${loadNote()}`);
       const ms = await pipe.relayTree(tree, FILES);
+      const cpu1 = await Promise.all([pipe.consumer, ...pipe.producers].map((s) => cpuSecondsOf(s.pid)));
       perProducers[producers] = Math.round(FILES / (ms / 1000));
+      if (producers === PRODUCERS[0]) {
+        const producerCpu = cpu1.slice(1).reduce((a, b, i) => a + b - cpu0[i + 1]!, 0);
+        cpu = {
+          consumerUsPerFile: Math.round(((cpu1[0]! - cpu0[0]!) / FILES) * 1e6),
+          producerUsPerFile: Math.round((producerCpu / FILES) * 1e6),
+        };
+      }
+      await pipe.stop();
       if ((await countFiles(pipe.archive)) < FILES) throw new Error("not every source file was archived");
     }
-    const filesPerSec = perProducers[1]!;
-    await writeResult({
-      name: "small-files",
+    const filesPerSec = perProducers[PRODUCERS[0]!]!;
+    const metrics = {
+      files: FILES,
+      fileBytes: SIZE,
+      producers: PRODUCERS[0]!,
+      concurrency: Number(extraEnv.CONCURRENCY ?? 4),
+      filerelayFilesPerSec: filesPerSec,
+      cpFilesPerSec,
+      rcloneFilesPerSec,
+      ratioToRclone: rcloneFilesPerSec === null ? null : Number((filesPerSec / rcloneFilesPerSec).toFixed(3)),
+      ratioToCp: Number((filesPerSec / cpFilesPerSec).toFixed(3)),
+      consumerCpuUsPerFile: cpu?.consumerUsPerFile ?? null,
+      producerCpuUsPerFile: cpu?.producerUsPerFile ?? null,
+    };
+    const common = {
       takenAt: new Date().toISOString(),
       machine: await machineInfo(),
-      metrics: {
-        files: FILES,
-        fileBytes: SIZE,
-        filerelayFilesPerSec_1producer: filesPerSec,
-        filerelayFilesPerSec_2producers: perProducers[2] ?? null,
-        filerelayFilesPerSec_4producers: perProducers[4] ?? null,
-        cpFilesPerSec: Math.round(FILES / (cpMs / 1000)),
-        rcloneFilesPerSec: rcloneMs === null ? null : Math.round(FILES / (rcloneMs / 1000)),
-        ratioToRclone: rcloneMs === null ? null : Number((filesPerSec / (FILES / (rcloneMs / 1000))).toFixed(3)),
-        ratioToCp: Number((filesPerSec / (FILES / (cpMs / 1000))).toFixed(3)),
-      },
+    };
+    await writeResult({
+      name: "small-files",
+      ...common,
+      metrics,
       notes: [
-        "end to end = from the moment the tree is renamed into INPUT_DIR to the moment the last output file exists; includes discovery, stability, publish, write with fsync, archive",
-        "cp and rclone neither fsync nor archive; on 2 cores more producers add contention, not parallelism",
+        "end to end = from the rename of the tree into INPUT_DIR to the ctime of the last output file; includes discovery, STABILITY_MS=200, publish, write with fsync (file + directory), ack, archive",
+        "cp -r and rclone copy (--transfers 8) of the same tree, page cache warm; neither fsyncs nor archives",
+        ...notes,
       ],
     });
+    if (PRODUCERS.length > 1) {
+      await writeResult({
+        name: "producer-scaling",
+        ...common,
+        metrics: Object.fromEntries(PRODUCERS.map((n) => [`filesPerSec_${n}producers`, perProducers[n] ?? null])),
+        notes: [
+          `${FILES} × 4 KiB, one consumer; on 2 cores more producers add contention (more processes on the same CPUs), not parallelism`,
+          ...notes,
+        ],
+      });
+    }
   } finally {
     await removeDir(scratch);
   }
