@@ -1,5 +1,5 @@
 import { existsSync } from "node:fs";
-import { mkdir, mkdtemp, readFile, readdir, rm, symlink, readlink, writeFile } from "node:fs/promises";
+import { link, mkdir, mkdtemp, readFile, readdir, rm, symlink, readlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
@@ -19,6 +19,22 @@ describe("disposer", () => {
     expect(withNumericSuffix("/a/archive.tar.gz", 2)).toBe("/a/archive.tar-2.gz");
     expect(withNumericSuffix("/a/README", 3)).toBe("/a/README-3");
     expect(utcDay(new Date("2026-01-02T23:59:59.999Z"))).toBe("2026-01-02");
+  });
+
+  it("finishes a move a crash interrupted between link and unlink, instead of archiving a second copy", async () => {
+    // Seen in the chaos run: the consumer SIGKILLed mid-archive left the source
+    // and its archived link; the restarted consumer archived it again as -1.
+    const dest = join(root, "archive", "2026-01-01", "f.json");
+    const src = join(root, "f.json");
+    await writeFile(src, "once");
+    await mkdir(join(root, "archive", "2026-01-01"), { recursive: true });
+    await link(src, dest); // the state a SIGKILL after link() leaves
+    expect(await moveNoClobber(src, dest)).toBe(dest);
+    expect(existsSync(src)).toBe(false);
+    expect(await readdir(join(root, "archive", "2026-01-01"))).toEqual(["f.json"]);
+    // A different file under the same name still gets a suffix.
+    await writeFile(src, "other");
+    expect(await moveNoClobber(src, dest)).toBe(join(root, "archive", "2026-01-01", "f-1.json"));
   });
 
   it("moves without ever overwriting, creating directories", async () => {

@@ -60,7 +60,16 @@ export async function moveNoClobber(src: string, dest: string): Promise<string> 
       return candidate;
     } catch (err) {
       const code = errnoCode(err);
-      if (code === "EEXIST") continue;
+      if (code === "EEXIST") {
+        // A move interrupted between link and unlink (a crash) left the source
+        // and this name as one file: finish that move instead of archiving a
+        // second copy under the next suffix.
+        if (await sameFile(src, candidate)) {
+          await unlink(src);
+          return candidate;
+        }
+        continue;
+      }
       if (code === "ENOENT") {
         // The source vanished, or the target directory was removed behind our
         // back (it is cached as created): recreate it once, then give up.
@@ -80,6 +89,16 @@ export async function moveNoClobber(src: string, dest: string): Promise<string> 
     }
   }
   throw new Error(`no free name for ${dest}`);
+}
+
+/** Are both paths the same inode (hard links of one file)? */
+async function sameFile(a: string, b: string): Promise<boolean> {
+  try {
+    const [sa, sb] = await Promise.all([lstat(a), lstat(b)]);
+    return sa.isFile() && sa.ino === sb.ino && sa.dev === sb.dev;
+  } catch {
+    return false;
+  }
 }
 
 async function freeName(dest: string, claim: (candidate: string) => Promise<void>): Promise<string> {
