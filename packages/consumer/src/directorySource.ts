@@ -18,6 +18,7 @@ import {
   parseEnvelope,
   putPayloadObject,
   SourceError,
+  withTimeout,
   type ConsumerMetrics,
   type Envelope,
   type Logger,
@@ -322,7 +323,20 @@ export class DirectorySource implements AsyncDisposable {
     if (!this.#connected) return false;
     try {
       await natsReadiness(this.#nc, this.#jsm, 2000);
-      return true;
+      // JetStream answering is not enough: in a cluster, a stream we write to
+      // has no leader for a while after a node loss (its publishes get "no
+      // responders"). That is an outage, not the file's fault.
+      const names = jetstreamNames(this.#config);
+      const streams = [
+        names.stream,
+        `OBJ_${names.payloadBucket}`,
+        `KV_${names.claimBucket}`,
+        `KV_${names.fingerprintBucket}`,
+      ];
+      const infos = await Promise.all(
+        streams.map((s) => withTimeout(this.#jsm.streams.info(s), 2000, `no answer about stream ${s} within 2000 ms`)),
+      );
+      return infos.every((si) => !si.cluster || !!si.cluster.leader);
     } catch {
       return false;
     }
