@@ -338,6 +338,39 @@ function digestMismatch(envelope: Envelope, actual: string): PayloadError {
   );
 }
 
+/**
+ * Fewer chunk bytes than the object's meta announces. The meta is written only
+ * after every chunk was stored, so ask the stream (its leader) how many chunks
+ * it holds: fewer than the meta says → the object really is truncated
+ * (PAYLOAD_SIZE_MISMATCH, permanent); all there → our reader saw a replica
+ * that has not caught up yet (seen right after a cluster node rejoined), which
+ * is transient (PAYLOAD_READ_FAILED): the delivery is retried.
+ */
+async function shortRead(
+  jsm: JetStreamManager,
+  envelope: Envelope,
+  ref: { bucket: string; name: string },
+  info: PayloadObjectInfo,
+  received: number,
+): Promise<PayloadError> {
+  const subject = objectChunkSubject(ref.bucket, info.nuid);
+  let stored: number | undefined;
+  try {
+    const si = await jsm.streams.info(objectStreamName(ref.bucket), { subjects_filter: subject });
+    stored = si.state.subjects?.[subject] ?? 0;
+  } catch {
+    stored = undefined;
+  }
+  if (stored !== undefined && stored < info.chunks) {
+    return sizeMismatch(envelope, received, `object ${ref.bucket}/${ref.name}`);
+  }
+  return new PayloadError(
+    "PAYLOAD_READ_FAILED",
+    `object ${ref.bucket}/${ref.name}: read ${received} of ${info.size} bytes although the stream holds all ${info.chunks} chunks (a replica behind?); will retry`,
+    { details: { expected: info.size, actual: received } },
+  );
+}
+
 function* inlineChunks(envelope: Envelope, body: Uint8Array): Generator<Buffer> {
   if (body.length !== envelope.size) throw sizeMismatch(envelope, body.length, "inline body");
   const buf = Buffer.from(body.buffer, body.byteOffset, body.byteLength);
@@ -396,14 +429,16 @@ async function* objectChunks(
         if (data.length > 0) yield data;
         if (received === info.size) break;
         if (m.info.pending === 0) {
-          // The stream holds no further chunk: the object is truncated.
-          throw sizeMismatch(envelope, received, `object ${ref.bucket}/${ref.name}`);
+          // No further chunk is visible: the object is truncated, or (in a
+          // cluster) our reader sits on a replica that has not caught up.
+          throw await shortRead(jsm, envelope, ref, info, received);
         }
       }
     } finally {
       reader.close();
     }
   }
+  if (received < info.size) throw await shortRead(jsm, envelope, ref, info, received);
   if (received !== envelope.size) throw sizeMismatch(envelope, received, `object ${ref.bucket}/${ref.name}`);
   const actual = hash.digest("hex");
   if (actual !== envelope.sha256) throw digestMismatch(envelope, actual);
