@@ -1,4 +1,4 @@
-import { jetstreamManager, type JetStreamManager } from "@nats-io/jetstream";
+import { AckPolicy, jetstreamManager, RetentionPolicy, type JetStreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { parsePayloadRef } from "./envelope.js";
 import { describeError } from "./errors.js";
@@ -32,6 +32,11 @@ export interface PayloadJanitorRun {
   orphanChunksPurged: number;
   /** Objects kept because an envelope in FILES or FILES_DLQ still references them. */
   referenced: number;
+  /**
+   * Envelopes every group had already acknowledged but the interest stream
+   * still held (nats-server 2.9 can keep them after a crash), removed.
+   */
+  staleEnvelopesRemoved: number;
 }
 
 export interface PayloadJanitor extends AsyncDisposable {
@@ -105,7 +110,7 @@ export function createPayloadJanitor(nc: NatsConnection, opts: PayloadJanitorOpt
   };
 
   const runOnceInner = async (): Promise<PayloadJanitorRun> => {
-    const result: PayloadJanitorRun = { deleted: 0, orphanChunksPurged: 0, referenced: 0 };
+    const result: PayloadJanitorRun = { deleted: 0, orphanChunksPurged: 0, referenced: 0, staleEnvelopesRemoved: 0 };
     const jsm = await jetstreamManager(nc);
     const now = Date.now();
 
@@ -134,7 +139,25 @@ export function createPayloadJanitor(nc: NatsConnection, opts: PayloadJanitorOpt
       }
     };
     await scan(jsm, names.dlqStream, "", true, collect);
-    await scan(jsm, names.stream, "", true, collect);
+    // An envelope at or below every group's ack floor is done, even when the
+    // interest stream still holds it: nats-server 2.9 can keep acknowledged
+    // messages after a SIGKILL (seen in the chaos run). It must not pin its
+    // object forever; it is removed, as the server should have done.
+    const acked = await acknowledgedThrough(jsm, names.stream);
+    const stale: number[] = [];
+    await scan(jsm, names.stream, "", true, (m) => {
+      if (m.seq <= acked) stale.push(m.seq);
+      else collect(m);
+    });
+    for (const seq of stale) {
+      if (await jsm.streams.deleteMessage(names.stream, seq, false).catch(() => false)) result.staleEnvelopesRemoved++;
+    }
+    if (stale.length > 0) {
+      log.warn(
+        { stream: names.stream, ackedThrough: acked, removed: result.staleEnvelopesRemoved },
+        "removed envelopes every group had acknowledged but the stream still held",
+      );
+    }
 
     // 3. Unreferenced objects older than the grace period.
     for (const [name, obj] of live) {
@@ -204,4 +227,25 @@ export function createPayloadJanitor(nc: NatsConnection, opts: PayloadJanitorOpt
     await running?.catch(() => undefined);
   };
   return { runOnce, close, [Symbol.asyncDispose]: close };
+}
+
+/**
+ * The stream sequence up to which every acknowledging consumer of an interest
+ * stream has acknowledged everything (0 when unknown, for another retention,
+ * or with no such consumer: nothing is then treated as done).
+ */
+async function acknowledgedThrough(jsm: JetStreamManager, stream: string): Promise<number> {
+  try {
+    const si = await jsm.streams.info(stream);
+    if (si.config.retention !== RetentionPolicy.Interest) return 0;
+    let floor: number | undefined;
+    for await (const ci of jsm.consumers.list(stream)) {
+      // An ack-none consumer is done with what it was delivered.
+      const done = ci.config.ack_policy === AckPolicy.None ? ci.delivered.stream_seq : ci.ack_floor.stream_seq;
+      floor = Math.min(floor ?? Number.MAX_SAFE_INTEGER, done);
+    }
+    return floor ?? 0;
+  } catch {
+    return 0;
+  }
 }
