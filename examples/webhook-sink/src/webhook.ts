@@ -28,15 +28,8 @@ export function createWebhookHandler(url: string) {
     };
     let res: Response;
     try {
-      const init = {
-        method: "POST",
-        headers,
-        body: Readable.toWeb(body),
-        duplex: "half",
-        signal: ctx.signal,
-        redirect: "error",
-      };
-      res = await fetch(url, init as RequestInit);
+      const init = { method: "POST", headers, body: Readable.toWeb(body), duplex: "half", redirect: "error" } as const;
+      res = await fetch(url, { ...init, signal: ctx.signal });
     } catch (err) {
       // A payload that fails verification is the file's fault (permanent); anything else is the network's.
       throw bodyError ?? new SinkError("SINK_UNAVAILABLE", `POST ${url} failed`, { cause: err });
