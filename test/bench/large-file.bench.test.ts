@@ -47,10 +47,12 @@ it(`large file: ${(SIZE / 1024 ** 2).toFixed(0)} MiB end to end, next to cp`, as
   await rm(copy);
   await syncDisk();
 
-  const cpu0 = await Promise.all([cpuSecondsOf(pipe.consumer.pid), cpuSecondsOf(pipe.producers[0]!.pid)]);
+  const pids = [pipe.consumer.pid, pipe.producers[0]!.pid, pipe.nats.pid() ?? -1];
+  const cpuOf = () => Promise.all(pids.map((pid) => cpuSecondsOf(pid).catch(() => NaN)));
+  const cpu0 = await cpuOf();
   const note = loadNote();
   const ms = await pipe.relayTree(tree, 1, 60 * 60_000);
-  const cpu1 = await Promise.all([cpuSecondsOf(pipe.consumer.pid), cpuSecondsOf(pipe.producers[0]!.pid)]);
+  const cpu1 = await cpuOf();
   const consumerMem = await memoryOf(pipe.consumer.pid);
   const producerMem = await memoryOf(pipe.producers[0]!.pid);
   const outputs = (await readdir(pipe.output)).filter((n) => n.endsWith(".bin"));
@@ -69,8 +71,10 @@ it(`large file: ${(SIZE / 1024 ** 2).toFixed(0)} MiB end to end, next to cp`, as
       ratioToCp: Number((mbps / cpMbps).toFixed(3)),
       cpSyncMBps: Number(cpSyncMbps.toFixed(1)),
       ratioToCpSync: Number((mbps / cpSyncMbps).toFixed(3)),
-      consumerCpuSec: Number((cpu1[0] - cpu0[0]).toFixed(1)),
-      producerCpuSec: Number((cpu1[1] - cpu0[1]).toFixed(1)),
+      consumerCpuSec: Number((cpu1[0]! - cpu0[0]!).toFixed(1)),
+      producerCpuSec: Number((cpu1[1]! - cpu0[1]!).toFixed(1)),
+      natsServerCpuSec: Number((cpu1[2]! - cpu0[2]!).toFixed(1)),
+      wallSec: Number((ms / 1000).toFixed(1)),
       consumerPeakRssMB: consumerMem?.peakMB ?? null,
       producerPeakRssMB: producerMem?.peakMB ?? null,
       sha256Match: got === expected ? "yes" : "NO",

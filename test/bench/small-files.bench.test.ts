@@ -41,7 +41,7 @@ it(`small files: ${FILES} × 4 KiB end to end, next to cp -r and rclone copy`, a
     const rcloneFilesPerSec = rcloneMs === null ? null : Math.round(FILES / (rcloneMs / 1000));
 
     const perProducers: Record<number, number> = {};
-    let cpu: { consumerUsPerFile: number; producerUsPerFile: number } | undefined;
+    let cpu: { consumerUsPerFile: number; producerUsPerFile: number; natsServerUsPerFile: number } | undefined;
     const notes: string[] = [];
     for (const producers of PRODUCERS) {
       await using pipe = await Pipeline.start({
@@ -53,16 +53,20 @@ it(`small files: ${FILES} × 4 KiB end to end, next to cp -r and rclone copy`, a
       const tree = join(pipe.staging, "tree");
       await makeFiles(tree, FILES, () => SIZE, 100);
       await syncDisk();
-      const cpu0 = await Promise.all([pipe.consumer, ...pipe.producers].map((s) => cpuSecondsOf(s.pid)));
+      const pids = [pipe.consumer.pid, ...pipe.producers.map((s) => s.pid), pipe.nats.pid() ?? -1];
+      const cpuOf = () => Promise.all(pids.map((pid) => cpuSecondsOf(pid).catch(() => NaN)));
+      const cpu0 = await cpuOf();
       notes.push(`${producers} producer(s): ${loadNote()}`);
       const ms = await pipe.relayTree(tree, FILES);
-      const cpu1 = await Promise.all([pipe.consumer, ...pipe.producers].map((s) => cpuSecondsOf(s.pid)));
+      const cpu1 = await cpuOf();
       perProducers[producers] = Math.round(FILES / (ms / 1000));
       if (producers === PRODUCERS[0]) {
-        const producerCpu = cpu1.slice(1).reduce((a, b, i) => a + b - cpu0[i + 1]!, 0);
+        const n = pids.length;
+        const producerCpu = cpu1.slice(1, n - 1).reduce((a, b, i) => a + b - cpu0[i + 1]!, 0);
         cpu = {
           consumerUsPerFile: Math.round(((cpu1[0]! - cpu0[0]!) / FILES) * 1e6),
           producerUsPerFile: Math.round((producerCpu / FILES) * 1e6),
+          natsServerUsPerFile: Math.round(((cpu1[n - 1]! - cpu0[n - 1]!) / FILES) * 1e6),
         };
       }
       await pipe.stop();
@@ -81,6 +85,7 @@ it(`small files: ${FILES} × 4 KiB end to end, next to cp -r and rclone copy`, a
       ratioToCp: Number((filesPerSec / cpFilesPerSec).toFixed(3)),
       consumerCpuUsPerFile: cpu?.consumerUsPerFile ?? null,
       producerCpuUsPerFile: cpu?.producerUsPerFile ?? null,
+      natsServerCpuUsPerFile: cpu?.natsServerUsPerFile ?? null,
     };
     const common = {
       takenAt: new Date().toISOString(),
