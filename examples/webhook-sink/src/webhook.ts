@@ -37,6 +37,7 @@ export function createWebhookHandler(url: string) {
       body.destroy();
     }
     await res.body?.cancel();
+    if (bodyError) throw bodyError; // the receiver answered before the (bad) payload ended
     if (res.ok) return;
     const why = `POST ${url} answered ${res.status} ${res.statusText}`;
     if (res.status >= 500 || res.status === 408 || res.status === 429) throw new SinkError("SINK_UNAVAILABLE", why);
