@@ -45,9 +45,10 @@ if (results["mixed"]) {
 }
 for (const name of ["large-file", "large-file-4g"]) {
   if (!results[name]) continue;
-  const gib = (m(name, "bytes") / 1024 ** 3).toFixed(0);
+  const bytes = m(name, "bytes");
+  const size = bytes >= 1024 ** 3 ? `${(bytes / 1024 ** 3).toFixed(0)} GiB` : `${(bytes / 1024 ** 2).toFixed(0)} MiB`;
   panels.push({
-    title: `Large file (${gib} GiB), MB/s — peak RSS consumer ${m(name, "consumerPeakRssMB")} MB, producer ${m(name, "producerPeakRssMB")} MB`,
+    title: `Large file (${size}), MB/s — peak RSS consumer ${m(name, "consumerPeakRssMB")} MB, producer ${m(name, "producerPeakRssMB")} MB`,
     bars: [
       { label: "filerelay", value: m(name, "filerelayMBps"), kind: "ours" },
       { label: "cp + sync", value: m(name, "cpSyncMBps"), kind: "ref" },
