@@ -3,7 +3,14 @@ import { constants } from "node:fs";
 import { lstat, open, type FileHandle } from "node:fs/promises";
 import { performance } from "node:perf_hooks";
 import { setTimeout as sleep } from "node:timers/promises";
-import { jetstream, jetstreamManager, type JetStreamClient, type JetStreamManager } from "@nats-io/jetstream";
+import {
+  jetstream,
+  JetStreamApiCodes,
+  JetStreamApiError,
+  jetstreamManager,
+  type JetStreamClient,
+  type JetStreamManager,
+} from "@nats-io/jetstream";
 import mime from "mime";
 import {
   deletePayloadObject,
@@ -333,10 +340,20 @@ export class DirectorySource implements AsyncDisposable {
         `KV_${names.claimBucket}`,
         `KV_${names.fingerprintBucket}`,
       ];
-      const infos = await Promise.all(
-        streams.map((s) => withTimeout(this.#jsm.streams.info(s), 2000, `no answer about stream ${s} within 2000 ms`)),
+      const leaders = await Promise.all(
+        streams.map((s) =>
+          withTimeout(this.#jsm.streams.info(s), 2000, `no answer about stream ${s} within 2000 ms`).then(
+            (si) => !si.cluster || !!si.cluster.leader,
+            (err: unknown) => {
+              // A deleted stream is not an outage that ends by itself: files fail
+              // (and reach ERROR_DIR) so an operator sees it, as for any PubAck failure.
+              if (err instanceof JetStreamApiError && err.code === JetStreamApiCodes.StreamNotFound) return true;
+              throw err;
+            },
+          ),
+        ),
       );
-      return infos.every((si) => !si.cluster || !!si.cluster.leader);
+      return leaders.every(Boolean);
     } catch {
       return false;
     }
