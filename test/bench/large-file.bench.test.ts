@@ -61,7 +61,7 @@ it(`large file: ${(SIZE / 1024 ** 2).toFixed(0)} MiB end to end, next to cp`, as
   const cpMbps = SIZE / 1e6 / (cpMs / 1000);
   const cpSyncMbps = SIZE / 1e6 / (cpSyncMs / 1000);
   await writeResult({
-    name: SIZE > 2 * 1024 ** 3 ? "large-file-4g" : "large-file",
+    name: SIZE > 2 * 1024 ** 3 ? "large-file-4g" : SIZE < 512 * 1024 ** 2 ? "large-file-small" : "large-file",
     takenAt: new Date().toISOString(),
     machine: await machineInfo(),
     metrics: {

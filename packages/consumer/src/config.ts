@@ -36,9 +36,12 @@ export const consumerEnvSchema = z.object({
   EXCLUDE_PATTERNS: envList(
     "Comma-separated globs to skip (a pattern without '/' matches at any depth); dotfiles and *.tmp *.part *.partial *.crdownload *.swp are always skipped",
   ).default([]),
-  POLL_INTERVAL_MS: envInt("Full directory scan interval; file-system events only trigger an earlier check", {
-    min: 10,
-  }).default(5000),
+  POLL_INTERVAL_MS: envInt(
+    "Shortest interval between full directory scans (polls). Adaptive: the next poll starts no sooner than max(POLL_INTERVAL_MS, 50 × the CPU time of the last poll, capped at 10 min), so polling a large INPUT_DIR takes at most ~2 % of a CPU; file-system events still trigger immediate checks of the changed paths (new files are seen after ≈ STABILITY_MS)",
+    {
+      min: 10,
+    },
+  ).default(5000),
   STABILITY_MS: envInt("A file is ready once its size and mtime have not changed for this long").default(2000),
   READY_MARKER_SUFFIX: envString(
     "If set (e.g. .done), a file is ready only once <file><suffix> exists (no stability wait); the marker is disposed of with the file",

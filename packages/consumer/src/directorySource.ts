@@ -44,6 +44,14 @@ import { MinHeap } from "./minHeap.js";
 const PUBLISH_TIMEOUT_MS = 5000;
 /** Early scans (after file-system events) never take more than about a third of the time. */
 const EARLY_SCAN_MIN_DELAY_MS = 20;
+/**
+ * A full poll costs CPU in proportion to the files resident in INPUT_DIR: the
+ * next one starts no sooner than this many times the last one's CPU time, so
+ * polling takes at most 1/POLL_CPU_FACTOR (2 %) of a CPU.
+ */
+const POLL_CPU_FACTOR = 50;
+/** ...but the poll, the source of truth for changes without events, still runs at least this often. */
+const MAX_POLL_INTERVAL_MS = 10 * 60_000;
 /** How often the broker is probed while it is unavailable. */
 const OUTAGE_PROBE_MS = 1000;
 /** Events handled per batch of stat() calls. */
@@ -226,6 +234,8 @@ export class DirectorySource implements AsyncDisposable {
   #lastScanStart = 0;
   #lastFullScan = 0;
   #lastScanMs = 0;
+  /** Interval between full polls: max(POLL_INTERVAL_MS, POLL_CPU_FACTOR × CPU of the last poll). */
+  #pollIntervalMs: number;
   #scans = 0;
   #firstScan: Promise<void>;
 
@@ -269,6 +279,7 @@ export class DirectorySource implements AsyncDisposable {
     });
     this.#followConnection();
     void this.#watcher.watchTree("");
+    this.#pollIntervalMs = this.#config.POLL_INTERVAL_MS;
     this.#firstScan = this.#runScan();
   }
 
@@ -383,7 +394,7 @@ export class DirectorySource implements AsyncDisposable {
     if (this.#stopping) return;
     const at = Date.now() + delayMs;
     if (this.#scanning) {
-      if (delayMs < this.#config.POLL_INTERVAL_MS) this.#rescanRequested = true;
+      if (delayMs < this.#pollIntervalMs) this.#rescanRequested = true;
       return;
     }
     if (this.#scanTimer && at >= this.#scanAt) return;
@@ -393,7 +404,7 @@ export class DirectorySource implements AsyncDisposable {
       this.#scanTimer = undefined;
       this.#scanAt = Number.POSITIVE_INFINITY;
       // Light unless the periodic full scan is due.
-      void this.#runScan(Date.now() < this.#lastFullScan + this.#config.POLL_INTERVAL_MS);
+      void this.#runScan(Date.now() < this.#lastFullScan + this.#pollIntervalMs);
     }, delayMs);
   }
 
@@ -447,13 +458,25 @@ export class DirectorySource implements AsyncDisposable {
         }
         this.#metrics?.pendingFiles.set(this.#pendingCount());
         const cpu = process.cpuUsage(cpu0);
+        const cpuMs = Math.round((cpu.user + cpu.system) / 1000);
+        if (!light) {
+          // Honest polling: a poll that cost C ms of CPU is followed by at least
+          // POLL_CPU_FACTOR × C ms of rest. (While files are being relayed the
+          // process CPU includes that work too, which only spaces polls further;
+          // fs events still trigger immediate light scans.)
+          this.#pollIntervalMs = Math.max(
+            this.#config.POLL_INTERVAL_MS,
+            Math.min(MAX_POLL_INTERVAL_MS, POLL_CPU_FACTOR * cpuMs),
+          );
+        }
         this.#log.debug(
           {
             light,
             files: result.files.length + result.known.length,
             durationMs: Date.now() - started,
             // Process CPU during the scan (includes files being published meanwhile).
-            cpuMs: Math.round((cpu.user + cpu.system) / 1000),
+            cpuMs,
+            ...(light ? {} : { nextPollInMs: this.#pollIntervalMs }),
           },
           "scan done",
         );
@@ -468,7 +491,7 @@ export class DirectorySource implements AsyncDisposable {
             this.#requestEarlyScan();
           }
           if (!light) this.#lastFullScan = started;
-          this.#scheduleScan(Math.max(0, this.#lastFullScan + this.#config.POLL_INTERVAL_MS - Date.now()));
+          this.#scheduleScan(Math.max(0, this.#lastFullScan + this.#pollIntervalMs - Date.now()));
           this.#wake();
         }
       }
