@@ -331,14 +331,28 @@ describe("hostile and odd inputs at the consumer", () => {
       timeoutMs: 30_000,
       message: "the upload of truncated.bin to start",
     });
-    await truncate(bigPath, 1024 * 1024);
+    // Under heavy load the whole upload may already be done and the file archived: then there is nothing to cut.
+    const cutInTime = await truncate(bigPath, 1024 * 1024).then(
+      () => true,
+      (err: NodeJS.ErrnoException) => {
+        if (err.code === "ENOENT") return false;
+        throw err;
+      },
+    );
     const cut = big.subarray(0, 1024 * 1024);
 
     await stillRelays(p, consumer, producer, 0);
     // Settled: the truncated file is relayed in its final version (whatever was read before it changed is discarded).
     await waitFor(
       () =>
-        consumer.logs().some((l) => l.outcome === "published" && l.path === "truncated.bin" && l.size === cut.length),
+        consumer
+          .logs()
+          .some(
+            (l) =>
+              l.outcome === "published" &&
+              l.path === "truncated.bin" &&
+              l.size === (cutInTime ? cut.length : big.length),
+          ),
       { timeoutMs: 60_000, message: "the truncated version to be published" },
     );
     await waitFor(async () => (await readdir(p.input)).length === 0, { message: "the input to drain" });
@@ -357,7 +371,9 @@ describe("hostile and odd inputs at the consumer", () => {
       relayedGone++;
     }
     expect(
-      out.get("truncated.bin")?.size === cut.length || [...out.keys()].some((k) => k.startsWith("truncated-")),
+      !cutInTime ||
+        out.get("truncated.bin")?.size === cut.length ||
+        [...out.keys()].some((k) => k.startsWith("truncated-")),
     ).toBe(true);
     const vanished = consumer.logs().filter((l) => l.outcome === "vanished").length;
     expect(consumer.logs().filter((l) => l.outcome === "failed")).toEqual([]);
@@ -368,7 +384,7 @@ describe("hostile and odd inputs at the consumer", () => {
     count("race-deleted", n);
     count("race-relayed-before-delete", relayedGone);
     count("race-vanished-logged", vanished);
-    count("truncated-relayed-final", 1);
+    count(cutInTime ? "truncated-relayed-final" : "truncate-too-late-whole-relayed", 1);
     count("changed-while-read", changed.length);
   });
 
