@@ -88,12 +88,16 @@ export interface ConsumeFilesOptions {
 
 const NS_PER_MS = 1_000_000;
 const WORKING_THROTTLE_MS = 1_000;
+/** Longest a free slot waits for others to free up so that they are filled by one pull. */
+const PULL_GATHER_MS = 5;
 /** Longest wait between retries during a broker/sink outage (see ENVIRONMENTAL_CODES). */
 export const ENVIRONMENT_MAX_BACKOFF_MS = 30_000;
 
 interface InFlight {
   msg: JsMsg;
   settled: boolean;
+  /** When the broker last heard from us about this message (delivery or +WPI). */
+  lastWorking: number;
   abort: AbortController;
   done: Promise<void>;
 }
@@ -167,6 +171,26 @@ export async function consumeFiles(
     log.info({ stream: streamName, subject, concurrency, maxDeliver, ackWaitMs }, "consuming files");
 
     const inflight = new Set<InFlight>();
+    // One keep-alive timer for every in-flight message (not one per message):
+    // each tick sends +WPI for the messages not heard of for a third of ack_wait.
+    let keepAliveTimer: NodeJS.Timeout | undefined;
+    const startKeepAlive = () => {
+      clearInterval(keepAliveTimer);
+      const periodMs = Math.max(500, Math.floor(ackWaitMs / 3));
+      keepAliveTimer = setInterval(
+        () => {
+          const now = Date.now();
+          for (const entry of inflight) {
+            if (entry.settled || now - entry.lastWorking < periodMs / 2) continue;
+            entry.lastWorking = now;
+            entry.msg.working();
+          }
+        },
+        Math.max(250, Math.floor(periodMs / 2)),
+      );
+    };
+    startKeepAlive();
+    const confirmAck = ackConfirmer(nc);
     let slotFreed: (() => void) | undefined;
     const notifySlot = () => {
       const f = slotFreed;
@@ -176,7 +200,13 @@ export async function consumeFiles(
     signal.addEventListener("abort", notifySlot, { once: true });
 
     const runOne = (msg: JsMsg) => {
-      const entry: InFlight = { msg, settled: false, abort: new AbortController(), done: Promise.resolve() };
+      const entry: InFlight = {
+        msg,
+        settled: false,
+        lastWorking: Date.now(),
+        abort: new AbortController(),
+        done: Promise.resolve(),
+      };
       inflight.add(entry);
       entry.done = handleMessage(entry)
         .catch((err: unknown) => log.error({ err: describeError(err) }, "unexpected failure handling a message"))
@@ -217,14 +247,6 @@ export async function consumeFiles(
       const deliveryCount = msg.info.deliveryCount;
       const headers = headersToRecord(msg.headers);
       let flog = log.child({ fileId: headers["ce-id"], seq: msg.seq });
-      let lastWorking = Date.now();
-      const keepAlive = setInterval(
-        () => {
-          if (!entry.settled) msg.working();
-          lastWorking = Date.now();
-        },
-        Math.max(500, Math.floor(ackWaitMs / 3)),
-      );
       const base = () => ({ deliveryCount, durationMs: Date.now() - started });
 
       const nakFor = (attempt: number) => Math.min(backoffMs * 2 ** (attempt - 1), maxBackoffMs);
@@ -277,7 +299,7 @@ export async function consumeFiles(
         finish(entry, { ...(envelope ? { envelope } : {}), outcome: "dead-lettered", code, error, ...base() }, flog);
       };
 
-      try {
+      {
         let envelope: Envelope;
         try {
           envelope = parseEnvelope(headers);
@@ -304,8 +326,8 @@ export async function consumeFiles(
           deliveryCount,
           log: flog,
           working: () => {
-            if (entry.settled || Date.now() - lastWorking < WORKING_THROTTLE_MS) return;
-            lastWorking = Date.now();
+            if (entry.settled || Date.now() - entry.lastWorking < WORKING_THROTTLE_MS) return;
+            entry.lastWorking = Date.now();
             msg.working();
           },
           signal: entry.abort.signal,
@@ -338,25 +360,43 @@ export async function consumeFiles(
         }
         if (entry.settled) return;
         entry.settled = true;
-        const confirmed = await ackConfirmed(nc, msg);
+        const confirmed = await confirmAck(msg);
         if (!confirmed) {
           flog.warn({ fileId: envelope.id }, "ack not confirmed by the broker; the file may be delivered again");
         }
         finish(entry, { envelope, outcome: "acked", bytes: envelope.size, ...base() }, flog);
-      } finally {
-        clearInterval(keepAlive);
       }
     };
+
+    // Resolves when a slot frees (or the signal aborts), or after `ms` when given.
+    const slotOrTimeout = (ms?: number) =>
+      new Promise<void>((resolve) => {
+        let timer: NodeJS.Timeout | undefined;
+        slotFreed = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+        if (ms !== undefined) timer = setTimeout(resolve, ms);
+      });
+    // Pull batching: while handlers run, a pull waits up to PULL_GATHER_MS for
+    // half the slots to be free, so that a busy sink sends one pull (a
+    // subscription, a request, an unsubscribe) per few messages, not per message.
+    const minBatch = Math.max(1, Math.ceil(concurrency / 2));
 
     // Pull loop: a pull asks for exactly the free slots, so nothing waits in a
     // client-side buffer while its ack_wait runs out.
     let failures = 0;
     while (!signal.aborted) {
       if (inflight.size >= concurrency) {
-        await new Promise<void>((resolve) => {
-          slotFreed = resolve;
-        });
+        await slotOrTimeout();
         continue;
+      }
+      if (inflight.size > 0 && concurrency - inflight.size < minBatch) {
+        const deadline = Date.now() + PULL_GATHER_MS;
+        while (!signal.aborted && concurrency - inflight.size < minBatch && Date.now() < deadline) {
+          await slotOrTimeout(deadline - Date.now());
+        }
+        if (signal.aborted) break;
       }
       try {
         const iter = await consumer.fetch({ max_messages: concurrency - inflight.size, expires: fetchExpiresMs });
@@ -388,6 +428,7 @@ export async function consumeFiles(
             log.warn({ err: describeError(e) }, "re-provisioning the group failed");
             return { consumer, ackWaitMs };
           }));
+          startKeepAlive();
         }
       }
     }
@@ -418,6 +459,7 @@ export async function consumeFiles(
         }
       }
     }
+    clearInterval(keepAliveTimer);
     await nc.flush().catch(() => undefined);
     log.info("stopped consuming files");
   } finally {
@@ -440,17 +482,59 @@ function isConsumerGone(err: unknown): boolean {
   return /consumer (not found|deleted)|stream not found/i.test(String((err as Error | undefined)?.message));
 }
 
+const ACK_CONFIRM_TIMEOUT_MS = 5000;
+
 /**
- * ackAck, retried briefly: across a reconnect the first confirmation may time
- * out. nats.js sends an ackAck only once per message, so retries publish the
- * ack on the message's reply subject themselves.
+ * Confirmed acks without a request per message: the ack is published, then
+ * confirmed by a PING/PONG (`flush`) shared by every ack published before it
+ * was sent (group commit: an ack joins the next flush that has not started).
+ * The server handles a connection's messages in order, so the PONG means it
+ * has the acks. When the flush fails or times out (e.g. across a reconnect),
+ * the ack is sent again as a request on the message's reply subject and the
+ * broker's reply is awaited (twice at most). A lost ack only means a
+ * redelivery, which the sinks recognise by SHA-256 (exactly-once effect).
  */
-async function ackConfirmed(nc: NatsConnection, msg: JsMsg): Promise<boolean> {
-  try {
-    if (await msg.ackAck({ timeout: 5000 })) return true;
-  } catch {
-    /* retried below */
-  }
+function ackConfirmer(nc: NatsConnection): (msg: JsMsg) => Promise<boolean> {
+  let queued: Promise<boolean> | undefined;
+  let last: Promise<unknown> = Promise.resolve();
+  const flushOnce = async (): Promise<boolean> => {
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      return await Promise.race([
+        nc.flush().then(() => true),
+        new Promise<boolean>((resolve) => {
+          timer = setTimeout(() => resolve(false), ACK_CONFIRM_TIMEOUT_MS);
+        }),
+      ]);
+    } catch {
+      return false;
+    } finally {
+      clearTimeout(timer);
+    }
+  };
+  const nextFlush = (): Promise<boolean> => {
+    if (queued) return queued;
+    const p = last.then(() => {
+      queued = undefined;
+      return flushOnce();
+    });
+    queued = p;
+    last = p;
+    return p;
+  };
+  return async (msg) => {
+    try {
+      msg.ack();
+    } catch {
+      return ackRetried(nc, msg);
+    }
+    if (await nextFlush()) return true;
+    return ackRetried(nc, msg);
+  };
+}
+
+/** The ack again, as requests on the message's reply subject (the first ack may have been lost). */
+async function ackRetried(nc: NatsConnection, msg: JsMsg): Promise<boolean> {
   const reply = "reply" in msg && typeof msg.reply === "string" ? msg.reply : undefined;
   if (!reply) return false;
   for (let attempt = 2; attempt <= 3; attempt++) {
