@@ -356,6 +356,12 @@ describe("hostile and odd inputs at the consumer", () => {
       { timeoutMs: 60_000, message: "the truncated version to be published" },
     );
     await waitFor(async () => (await readdir(p.input)).length === 0, { message: "the input to drain" });
+    const finalSize = cutInTime ? cut.length : big.length;
+    await producer.waitForLog(
+      (l) => l.msg === "file written" && l.path === "truncated.bin" && l.size === finalSize,
+      60_000,
+      "the final version of truncated.bin to be written",
+    );
     const tree = await treeHashes(p.output);
     const out = new Map(tree.map((f) => [f.rel, f]));
     // Every output is a whole version of its file, never a partial.
