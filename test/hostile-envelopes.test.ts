@@ -283,95 +283,89 @@ describe("hostile envelopes at the producer", () => {
     );
   });
 
-  // KNOWN GAP (reported, fix in core/envelope.ts + consumeFiles pending the owners' quiet period):
-  // an envelope header present twice (CRLF-smuggled, or differing only in case) is ambiguous —
-  // clients disagree on which value wins — and should be dead-lettered ENVELOPE_INVALID; today the
-  // first value wins (the file is written at the first, valid ce-subject: nothing escapes OUTPUT_DIR).
-  // A 60 KiB content-type is accepted and written by the fs sink (an S3 endpoint refuses the request).
-  // A 1 TiB ce-filesize naming a small object waits forever on the disk pre-check (see below).
-  // A bare CR or LF inside a header value makes the message undecodable by nats.js: silently redelivered forever.
-  // `it.fails` keeps this visible: it turns red once the gaps are closed — then drop `.fails`.
-  it.fails(
-    "KNOWN GAP: dead-letters duplicate/undecodable headers, oversized content-type, lying object size",
-    async () => {
-      await using nats = await startNats();
-      await using pub = await createPublisher(nats.url);
-      const out = join(root, "out");
-      await using svc = startService("producer", {
-        NATS_URL: nats.url,
-        OUTPUT_DIR: out,
-        ORGANIZE_BY: "none",
-        FILENAME_TEMPLATE: "{{.RelDir}}/{{.Name}}{{.Ext}}",
-        RETRY_BACKOFF_MS: "100",
-      });
-      await producerReady(svc);
-      const cases: Hostile[] = [];
-      const inj1 = testFile("inj/a.txt", "crlf injection\n");
-      cases.push({ name: "CRLF smuggles a second ce-subject", file: inj1, expected: "ENVELOPE_INVALID" });
-      await rawPublish(
-        nats.port,
-        "files.input",
-        headerBlock(inj1, { "ce-filename": "a.txt\r\nce-subject: ../../etc/passwd" }),
-        inj1.content,
-      );
-      const inj2 = testFile("inj/b.txt", "");
-      cases.push({ name: "CRLF smuggles a second ce-payload", file: inj2, expected: "ENVELOPE_INVALID" });
-      await rawPublish(
-        nats.port,
-        "files.input",
-        headerBlock(inj2, { "content-type": "text/plain\r\nce-payload: object:secrets/loot" }),
-        inj2.content,
-      );
-      const inj3 = testFile("inj/c.txt", "case fold\n");
-      cases.push({ name: "CE-SUBJECT next to ce-subject", file: inj3, expected: "ENVELOPE_INVALID" });
-      await rawPublish(
-        nats.port,
-        "files.input",
-        headerBlock(inj3, { "ce-id": `${inj3.envelope.id}\r\nCE-SUBJECT: ../../../../tmp/pwned.txt` }),
-        inj3.content,
-      );
-      const h3 = testFile("big/ctype.txt", "big content type\n");
-      cases.push({ name: "60 KiB content-type", file: h3, expected: "ENVELOPE_INVALID" });
-      await pub.publishRaw(h3, { "content-type": `text/plain; x=${"A".repeat(60 * 1024)}` });
-      // Bare LF / bare CR inside a header value: stored by JetStream, but nats.js refuses to decode such
-      // headers (values cannot contain CR/LF), so the SDK never sees the message: no log line, no dead letter,
-      // redelivered every ack_wait forever.
-      const inj4 = testFile("inj/d\nx.txt", "bare lf\n");
-      cases.push({ name: "bare LF in ce-subject/ce-filename", file: inj4, expected: "NAME_INVALID" });
-      await rawPublish(nats.port, "files.input", headerBlock(inj4), inj4.content);
-      const inj5 = testFile("inj/e.txt", "bare cr\n");
-      cases.push({ name: "bare CR in ce-source", file: inj5, expected: "ENVELOPE_INVALID" });
-      await rawPublish(nats.port, "files.input", headerBlock(inj5, { "ce-source": "api\rX-Evil: 1" }), inj5.content);
-      // A lying ce-filesize on an object payload: the disk pre-check (DISK_SPACE_LOW, an "outage" retried
-      // without limit) runs before the object's real size is looked at, so it is never dead-lettered.
-      const objm = new Objm(pub.nc);
-      const own = await objm.open("FILES_payloads");
-      const objBytes = Buffer.from("small object\n".repeat(100));
-      const objName = randomUUID();
-      await own.put({ name: objName }, toStream(objBytes));
-      const s5 = testFile("size/tib-object.bin", objBytes, {
-        payload: { kind: "object", bucket: "FILES_payloads", name: objName },
-        size: 1024 ** 4,
-      });
-      cases.push({ name: "ce-filesize 1 TiB naming a small object", file: s5, expected: "PAYLOAD_SIZE_MISMATCH" });
-      await pub.publishRaw(s5, {}, Buffer.alloc(0));
-      // Each should be dead-lettered promptly.
-      await waitFor(async () => (await readDeadLetters(pub.nc, "file-producers")).length >= cases.length, {
-        timeoutMs: 15_000,
-        message: "all seven envelopes to be dead-lettered",
-      });
-      const dead = await readDeadLetters(pub.nc, "file-producers");
-      const codes = Object.fromEntries(
-        cases.map((c) => [
-          c.name,
-          dead.find((d) => (d.headers["ce-id"] ?? "") === c.file.envelope.id)?.code ?? "written",
-        ]),
-      );
-      expect(codes).toEqual(Object.fromEntries(cases.map((c) => [c.name, c.expected])));
-      // Whatever happens, nothing escapes OUTPUT_DIR.
-      await expect(stat("/tmp/pwned.txt")).rejects.toThrow();
-    },
-  );
+  // Envelopes that are ambiguous or undecodable: an envelope header present twice (CRLF-smuggled,
+  // or differing only in case) — clients disagree on which value wins; a 60 KiB content-type; a bare
+  // CR or LF inside a header value (nats.js cannot decode such headers); an object payload whose
+  // ce-filesize lies. Each is dead-lettered at once instead of written, guessed at, or retried forever.
+  it("dead-letters duplicate/undecodable headers, oversized content-type, lying object size", async () => {
+    await using nats = await startNats();
+    await using pub = await createPublisher(nats.url);
+    const out = join(root, "out");
+    await using svc = startService("producer", {
+      NATS_URL: nats.url,
+      OUTPUT_DIR: out,
+      ORGANIZE_BY: "none",
+      FILENAME_TEMPLATE: "{{.RelDir}}/{{.Name}}{{.Ext}}",
+      RETRY_BACKOFF_MS: "100",
+    });
+    await producerReady(svc);
+    const cases: Hostile[] = [];
+    const inj1 = testFile("inj/a.txt", "crlf injection\n");
+    cases.push({ name: "CRLF smuggles a second ce-subject", file: inj1, expected: "ENVELOPE_INVALID" });
+    await rawPublish(
+      nats.port,
+      "files.input",
+      headerBlock(inj1, { "ce-filename": "a.txt\r\nce-subject: ../../etc/passwd" }),
+      inj1.content,
+    );
+    const inj2 = testFile("inj/b.txt", "");
+    cases.push({ name: "CRLF smuggles a second ce-payload", file: inj2, expected: "ENVELOPE_INVALID" });
+    await rawPublish(
+      nats.port,
+      "files.input",
+      headerBlock(inj2, { "content-type": "text/plain\r\nce-payload: object:secrets/loot" }),
+      inj2.content,
+    );
+    const inj3 = testFile("inj/c.txt", "case fold\n");
+    cases.push({ name: "CE-SUBJECT next to ce-subject", file: inj3, expected: "ENVELOPE_INVALID" });
+    await rawPublish(
+      nats.port,
+      "files.input",
+      headerBlock(inj3, { "ce-id": `${inj3.envelope.id}\r\nCE-SUBJECT: ../../../../tmp/pwned.txt` }),
+      inj3.content,
+    );
+    const h3 = testFile("big/ctype.txt", "big content type\n");
+    cases.push({ name: "60 KiB content-type", file: h3, expected: "ENVELOPE_INVALID" });
+    await pub.publishRaw(h3, { "content-type": `text/plain; x=${"A".repeat(60 * 1024)}` });
+    // Bare LF / bare CR inside a header value: stored by JetStream, but nats.js refuses to decode such
+    // headers (values cannot contain CR/LF); the SDK dead-letters the message instead of letting it be
+    // redelivered every ack_wait forever.
+    const inj4 = testFile("inj/d\nx.txt", "bare lf\n");
+    // Undecodable headers: ENVELOPE_INVALID, with the raw header lines kept in the dead letter.
+    cases.push({ name: "bare LF in ce-subject/ce-filename", file: inj4, expected: "ENVELOPE_INVALID" });
+    await rawPublish(nats.port, "files.input", headerBlock(inj4), inj4.content);
+    const inj5 = testFile("inj/e.txt", "bare cr\n");
+    cases.push({ name: "bare CR in ce-source", file: inj5, expected: "ENVELOPE_INVALID" });
+    await rawPublish(nats.port, "files.input", headerBlock(inj5, { "ce-source": "api\rX-Evil: 1" }), inj5.content);
+    // A lying ce-filesize on an object payload is caught from the object's meta before the disk
+    // pre-check (DISK_SPACE_LOW, retried for as long as an outage lasts) could hold it forever.
+    const objm = new Objm(pub.nc);
+    const own = await objm.open("FILES_payloads");
+    const objBytes = Buffer.from("small object\n".repeat(100));
+    const objName = randomUUID();
+    await own.put({ name: objName }, toStream(objBytes));
+    const s5 = testFile("size/tib-object.bin", objBytes, {
+      payload: { kind: "object", bucket: "FILES_payloads", name: objName },
+      size: 1024 ** 4,
+    });
+    cases.push({ name: "ce-filesize 1 TiB naming a small object", file: s5, expected: "PAYLOAD_SIZE_MISMATCH" });
+    await pub.publishRaw(s5, {}, Buffer.alloc(0));
+    // Each should be dead-lettered promptly.
+    await waitFor(async () => (await readDeadLetters(pub.nc, "file-producers")).length >= cases.length, {
+      timeoutMs: 15_000,
+      message: "all seven envelopes to be dead-lettered",
+    });
+    const dead = await readDeadLetters(pub.nc, "file-producers");
+    const codes = Object.fromEntries(
+      cases.map((c) => [
+        c.name,
+        dead.find((d) => (d.headers["ce-id"] ?? "") === c.file.envelope.id)?.code ?? "written",
+      ]),
+    );
+    expect(codes).toEqual(Object.fromEntries(cases.map((c) => [c.name, c.expected])));
+    // Whatever happens, nothing escapes OUTPUT_DIR.
+    await expect(stat("/tmp/pwned.txt")).rejects.toThrow();
+  });
 });
 
 function waitWrites(svc: RunningService, n: number) {

@@ -16,7 +16,7 @@ import { describeError, EnvelopeError, errorCode, isEnvironmental, isPermanent, 
 import { silentLogger, type Logger } from "./logger.js";
 import { jetstreamNames } from "./names.js";
 import { connectNats } from "./nats.js";
-import { openPayload } from "./payload.js";
+import { checkObjectPayload, openPayload } from "./payload.js";
 import { DEFAULT_ACK_WAIT_MS, provision } from "./provision.js";
 
 export interface FileContext {
@@ -245,7 +245,16 @@ export async function consumeFiles(
       const { msg } = entry;
       const started = Date.now();
       const deliveryCount = msg.info.deliveryCount;
-      const headers = headersToRecord(msg.headers);
+      // nats.js refuses to decode header values holding a bare CR or LF; such a
+      // message could never be handled, so it is dead-lettered, not redelivered forever.
+      let decodeError: unknown;
+      let headers: Record<string, string> = {};
+      try {
+        headers = headersToRecord(msg.headers);
+      } catch (err) {
+        decodeError = err;
+        headers = lenientHeaders(msg);
+      }
       let flog = log.child({ fileId: headers["ce-id"], seq: msg.seq });
       const base = () => ({ deliveryCount, durationMs: Date.now() - started });
 
@@ -302,7 +311,11 @@ export async function consumeFiles(
       {
         let envelope: Envelope;
         try {
-          envelope = parseEnvelope(headers);
+          if (decodeError !== undefined) {
+            throw new EnvelopeError("ENVELOPE_INVALID", `headers cannot be decoded: ${describeError(decodeError)}`);
+          }
+          // The MsgHdrs, not the record: repeated envelope headers must be seen to be refused.
+          envelope = parseEnvelope(msg.headers ?? headers);
           if (envelope.payload.kind === "inline" && msg.data.length !== envelope.size) {
             throw new EnvelopeError(
               "ENVELOPE_SIZE_MISMATCH",
@@ -334,6 +347,11 @@ export async function consumeFiles(
           headers,
         };
         try {
+          // An envelope lying about its object (size, digest, bucket) is refused before
+          // the sink reserves disk space for it or starts writing.
+          if (envelope.payload.kind === "object") {
+            await checkObjectPayload(nc, envelope, envelope.payload, { allowedBuckets });
+          }
           await handler(ctx);
         } catch (err) {
           if (entry.settled) return;
@@ -444,7 +462,12 @@ export async function consumeFiles(
           entry.settled = true;
           entry.msg.nak();
           entry.abort.abort(new Error("drain deadline passed"));
-          const headers = headersToRecord(entry.msg.headers);
+          let headers: Record<string, string> = {};
+          try {
+            headers = headersToRecord(entry.msg.headers);
+          } catch {
+            // undecodable headers: logged without a fileId
+          }
           log.warn(
             { fileId: headers["ce-id"], seq: entry.msg.seq, outcome: "retry", code: "SHUTDOWN" },
             "drain deadline passed; file handed back for redelivery",
@@ -546,4 +569,26 @@ async function ackRetried(nc: NatsConnection, msg: JsMsg): Promise<boolean> {
     }
   }
   return false;
+}
+
+/**
+ * Best effort for a dead-letter record when nats.js cannot decode a message's
+ * headers (a bare CR or LF inside a value): split the raw header block on any
+ * line break so the DLQ entry still names the ce-id and file. Reads the
+ * client's raw buffer, which is not public API, hence every guard.
+ */
+function lenientHeaders(msg: JsMsg): Record<string, string> {
+  const raw = (msg as unknown as { msg?: { _rdata?: unknown; _msg?: { hdr?: unknown } } }).msg;
+  const data = raw?._rdata;
+  const hdr = raw?._msg?.hdr;
+  if (!(data instanceof Uint8Array) || typeof hdr !== "number" || hdr <= 0) return {};
+  const out: Record<string, string> = {};
+  for (const line of Buffer.from(data.subarray(0, hdr))
+    .toString("utf8")
+    .split(/\r\n|\r|\n/)
+    .slice(1)) {
+    const i = line.indexOf(":");
+    if (i > 0 && out[line.slice(0, i)] === undefined) out[line.slice(0, i)] = line.slice(i + 1).trim();
+  }
+  return out;
 }

@@ -29,6 +29,7 @@ export const envelopeHeadersSchema = z
     "ce-subject": z.string().min(1).max(4096).describe("Path relative to INPUT_DIR, '/'-separated"),
     "content-type": z
       .string()
+      .max(255)
       .regex(/^[\w!#$&^.+-]+\/[\w!#$&^.+-]+(\s*;.*)?$/, "expected a MIME type such as text/csv")
       .describe("MIME type from the extension (application/octet-stream if unknown)"),
     "ce-filename": z.string().min(1).describe("Base name of the file"),
@@ -95,6 +96,21 @@ export function headersToRecord(hdrs: MsgHdrs | undefined): Record<string, strin
   return out;
 }
 
+/**
+ * Envelope headers that appear more than once, or in another letter case next
+ * to the real one (e.g. smuggled in with CR/LF by a hostile publisher). Clients
+ * disagree on which value wins, so such an envelope is refused, not guessed at.
+ */
+export function ambiguousHeaders(hdrs: MsgHdrs): string[] {
+  const known = new Map(HEADER_NAMES.map((n) => [n.toLowerCase(), n]));
+  const seen = new Map<string, number>();
+  for (const [k, values] of hdrs) {
+    const name = known.get(k.toLowerCase());
+    if (name !== undefined) seen.set(name, (seen.get(name) ?? 0) + values.length);
+  }
+  return [...seen].filter(([, n]) => n > 1).map(([name]) => name);
+}
+
 function fail(code: ErrorCode, message: string): never {
   throw new EnvelopeError(code, message);
 }
@@ -105,12 +121,19 @@ function fail(code: ErrorCode, message: string): never {
  * NAME_INVALID) and whose message names every offending header.
  */
 export function parseEnvelope(input: MsgHdrs | Record<string, string> | undefined): Envelope {
-  const record = input && typeof (input as MsgHdrs).get === "function" ? headersToRecord(input as MsgHdrs) : input;
+  const isHdrs = !!input && typeof (input as MsgHdrs).get === "function";
+  if (isHdrs) {
+    const ambiguous = ambiguousHeaders(input as MsgHdrs);
+    if (ambiguous.length > 0) {
+      fail("ENVELOPE_INVALID", `ambiguous envelope: ${ambiguous.join(", ")} present more than once`);
+    }
+  }
+  const record = isHdrs ? headersToRecord(input as MsgHdrs) : (input as Record<string, string> | undefined);
   const result = envelopeHeadersSchema.safeParse(record ?? {});
   if (!result.success) {
     const problems = result.error.issues.map((i) => {
       const header = String(i.path[0] ?? "(headers)");
-      const missing = (record as Record<string, string> | undefined)?.[header] === undefined;
+      const missing = (record)?.[header] === undefined;
       return `${header}: ${missing ? "missing" : i.message}`;
     });
     fail("ENVELOPE_INVALID", `invalid envelope: ${problems.join("; ")}`);

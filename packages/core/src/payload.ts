@@ -382,13 +382,20 @@ function* inlineChunks(envelope: Envelope, body: Uint8Array): Generator<Buffer> 
   }
 }
 
-async function* objectChunks(
+/**
+ * Checks an object payload's reference against its meta record without reading
+ * any chunk: allowed bucket, object present, size and digest as the envelope
+ * says. Throws the permanent PayloadError codes (PAYLOAD_FOREIGN_BUCKET,
+ * PAYLOAD_MISSING, PAYLOAD_SIZE_MISMATCH, PAYLOAD_DIGEST_MISMATCH), or the
+ * transient PAYLOAD_READ_FAILED when the meta cannot be read. Cheap enough to
+ * run before a sink reserves disk space for a size the envelope may lie about.
+ */
+export async function checkObjectPayload(
   nc: NatsConnection,
   envelope: Envelope,
   ref: { bucket: string; name: string },
-  opts: OpenPayloadOptions,
-  signal: AbortSignal,
-): AsyncGenerator<Buffer> {
+  opts: { allowedBuckets?: readonly string[] | undefined; jsm?: JetStreamManager } = {},
+): Promise<{ info: PayloadObjectInfo; jsm: JetStreamManager }> {
   if (opts.allowedBuckets && !opts.allowedBuckets.includes(ref.bucket)) {
     throw new PayloadError(
       "PAYLOAD_FOREIGN_BUCKET",
@@ -398,7 +405,7 @@ async function* objectChunks(
   let jsm: JetStreamManager;
   let info: PayloadObjectInfo | null;
   try {
-    jsm = await jetstreamManager(nc);
+    jsm = opts.jsm ?? (await jetstreamManager(nc));
     info = await readPayloadInfo(nc, ref, jsm);
   } catch (err) {
     throw new PayloadError("PAYLOAD_READ_FAILED", `cannot look up object ${ref.bucket}/${ref.name}`, { cause: err });
@@ -407,6 +414,17 @@ async function* objectChunks(
   if (info.size !== envelope.size) throw sizeMismatch(envelope, info.size, `object ${ref.bucket}/${ref.name}`);
   const metaHex = digestToHex(info.digest);
   if (metaHex !== undefined && metaHex !== envelope.sha256) throw digestMismatch(envelope, metaHex);
+  return { info, jsm };
+}
+
+async function* objectChunks(
+  nc: NatsConnection,
+  envelope: Envelope,
+  ref: { bucket: string; name: string },
+  opts: OpenPayloadOptions,
+  signal: AbortSignal,
+): AsyncGenerator<Buffer> {
+  const { info, jsm } = await checkObjectPayload(nc, envelope, ref, { allowedBuckets: opts.allowedBuckets });
 
   const hash = createHash("sha256");
   let received = 0;
