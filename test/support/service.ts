@@ -38,17 +38,31 @@ export interface RunningService extends AsyncDisposable {
  * Spawns a built service (`packages/<name>/dist/main.js`) with exactly `env`
  * (plus PATH/HOME), collecting its JSON log lines. Killed on dispose.
  */
-export function startService(name: ServiceName, env: Record<string, string | undefined>): RunningService {
+export interface StartServiceOptions {
+  /** Run as another user: permission checks then apply, which they do not to root. */
+  uid?: number;
+  gid?: number;
+}
+
+export function startService(
+  name: ServiceName,
+  env: Record<string, string | undefined>,
+  options: StartServiceOptions = {},
+): RunningService {
+  const asOther = options.uid !== undefined;
   const fullEnv: Record<string, string> = {
     PATH: process.env.PATH ?? "",
-    HOME: process.env.HOME ?? "/tmp",
+    HOME: asOther ? "/tmp" : (process.env.HOME ?? "/tmp"),
     HTTP_PORT: "0",
     LOG_LEVEL: "debug",
   };
   for (const [k, v] of Object.entries(env)) if (v !== undefined) fullEnv[k] = v;
   const proc = spawn(process.execPath, [serviceEntry(name)], {
     env: fullEnv,
-    cwd: repoRoot,
+    // Another user may not be able to enter the repository's directory.
+    cwd: asOther ? "/" : repoRoot,
+    ...(options.uid !== undefined ? { uid: options.uid } : {}),
+    ...(options.gid !== undefined ? { gid: options.gid } : {}),
     stdio: ["ignore", "pipe", "pipe"],
   });
   guardChild(proc);
