@@ -226,7 +226,15 @@ export async function runProducer(config: ProducerConfig, options: RunProducerOp
       ackedLogLevel: "debug",
       onOutcome,
     },
-    handler,
+    // filerelay_files_in_flight: deliveries being handled right now.
+    async (ctx) => {
+      metrics.inFlight.inc();
+      try {
+        await handler(ctx);
+      } finally {
+        metrics.inFlight.dec();
+      }
+    },
   );
   log.info("producer stopped");
 }
