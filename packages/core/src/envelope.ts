@@ -133,7 +133,7 @@ export function parseEnvelope(input: MsgHdrs | Record<string, string> | undefine
   if (!result.success) {
     const problems = result.error.issues.map((i) => {
       const header = String(i.path[0] ?? "(headers)");
-      const missing = (record)?.[header] === undefined;
+      const missing = record?.[header] === undefined;
       return `${header}: ${missing ? "missing" : i.message}`;
     });
     fail("ENVELOPE_INVALID", `invalid envelope: ${problems.join("; ")}`);
