@@ -6,7 +6,9 @@
 # Used by README's Quick start and by .ci/run, so both set up the same way.
 
 fr_root="$(cd "$(dirname "${BASH_SOURCE[0]:-$0}")/.." && pwd)"
-fr_tools="${FILERELAY_TOOLS_DIR:-$HOME/.cache/filerelay-tools}"
+# As root, tools go to /opt so other users (tests run a service as nobody) can run them.
+if [ "$(id -u)" = 0 ]; then fr_default_tools=/opt/filerelay-tools; else fr_default_tools="$HOME/.cache/filerelay-tools"; fi
+fr_tools="${FILERELAY_TOOLS_DIR:-$fr_default_tools}"
 
 fr_node_major() { "${1:-node}" -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0; }
 

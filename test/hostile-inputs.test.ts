@@ -9,7 +9,7 @@
  * a string path: the consumer leaves them in place and logs them once, with
  * the reason (see the test for the exact line).
  */
-import { execFile } from "node:child_process";
+import { execFile, spawnSync } from "node:child_process";
 import {
   chmod,
   chown,
@@ -38,6 +38,7 @@ import {
   type RunningService,
 } from "./support/index.js";
 import { openStreamReader } from "./consumer-support.js";
+import { serviceEntry } from "./support/index.js";
 import {
   consumerReady,
   producerReady,
@@ -394,9 +395,25 @@ describe("hostile and odd inputs at the consumer", () => {
     count("changed-while-read", changed.length);
   });
 
-  it("as nobody: permission-denied files go to ERROR_DIR with the reason; unreadable directories are skipped", async () => {
-    const p = await makeDirs("perm");
+  it("as nobody: permission-denied files go to ERROR_DIR with the reason; unreadable directories are skipped", async (ctx) => {
     const nobody = { uid: 65534, gid: 65534 };
+    // The service runs as nobody only where nobody can reach node and the checkout
+    // (e.g. not when Node was installed under root's 0700 home).
+    const probe = spawnSync(
+      process.execPath,
+      ["-e", "require('fs').accessSync(process.argv[1])", serviceEntry("consumer")],
+      {
+        ...nobody,
+        cwd: "/",
+        encoding: "utf8",
+      },
+    );
+    if (probe.status !== 0) {
+      ctx.skip(
+        `uid 65534 cannot run ${process.execPath} on this checkout: ${String(probe.error ?? probe.stderr).slice(0, 200)}`,
+      );
+    }
+    const p = await makeDirs("perm");
     await chown(p.dir, nobody.uid, nobody.gid);
     await chown(p.input, nobody.uid, nobody.gid);
     await writeFile(join(p.input, "readable.txt"), "anyone may read\n");
