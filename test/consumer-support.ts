@@ -1,7 +1,7 @@
 import { createHash } from "node:crypto";
-import { mkdir, mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
-import { dirname, join, relative, sep } from "node:path";
+import { dirname, join } from "node:path";
 import { jetstreamManager, type JetStreamManager } from "@nats-io/jetstream";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { headersToRecord } from "@filerelay/core";
@@ -63,25 +63,8 @@ export async function writeRel(root: string, rel: string, data: Uint8Array | str
   return path;
 }
 
-/** Every regular file under `root`, as '/'-separated relative paths, sorted. */
-export async function listFiles(root: string): Promise<string[]> {
-  const out: string[] = [];
-  const walk = async (dir: string) => {
-    let entries;
-    try {
-      entries = await readdir(dir, { withFileTypes: true });
-    } catch {
-      return;
-    }
-    for (const e of entries) {
-      const p = join(dir, e.name);
-      if (e.isDirectory()) await walk(p);
-      else out.push(relative(root, p).split(sep).join("/"));
-    }
-  };
-  await walk(root);
-  return out.sort();
-}
+/** Every file under `root`, as '/'-separated relative paths, sorted (the shared walker). */
+export { walkFiles as listFiles } from "./support/chaos.js";
 
 export function todayUtc(): string {
   return new Date().toISOString().slice(0, 10);
