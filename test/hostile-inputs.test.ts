@@ -238,6 +238,12 @@ describe("hostile and odd inputs at the consumer", () => {
       ).toBe(false);
       const names = await readdir(p.input, { encoding: "buffer" });
       expect(names.some((n) => n.equals(badBase))).toBe(true);
+      // …and the operator is told once, at warn, what to do.
+      const warned = consumer
+        .logs()
+        .filter((l) => l.level === "warn" && l.msg === "file skipped" && String(l.path).includes("\uFFFD"));
+      expect(warned).toHaveLength(1);
+      expect(String(warned[0]?.reason)).toMatch(/not valid UTF-8.*rename/);
       count("invalid-utf8");
     } finally {
       sock.close();

@@ -35,8 +35,8 @@ export interface ScanResult {
   files: ScannedFile[];
   /** Relative paths of files whose ready marker exists. */
   markers: Set<string>;
-  /** Paths seen but not candidates, with why (for debug logs). */
-  skipped: { rel: string; reason: string }[];
+  /** Paths seen but not candidates, with why (debug logs; `warn` for what an operator must fix). */
+  skipped: { rel: string; reason: string; warn?: boolean }[];
   /** Light scans: paths listed but not stat'ed because the caller knows them. */
   known: string[];
 }
@@ -160,6 +160,14 @@ export class DirectoryScanner {
       if (st) {
         if (st.isFile()) result.files.push({ rel, size: st.size, mtimeMs: st.mtimeMs, ino: st.ino });
         else await this.#classify(rel, st, result);
+      } else if (rel.includes("\uFFFD")) {
+        // Names are decoded as UTF-8: one that is not valid UTF-8 comes back with
+        // U+FFFD, and no string path can open it (nor could ce-subject carry it).
+        result.skipped.push({
+          rel,
+          reason: "the file name is not valid UTF-8, so it cannot be opened or relayed; rename the file",
+          warn: true,
+        });
       }
       if (performance.now() - sliceStart > STAT_SLICE_MS) {
         await new Promise<void>((resolve) => setImmediate(resolve));

@@ -454,7 +454,8 @@ export class DirectorySource implements AsyncDisposable {
         for (const s of result.skipped) {
           if (this.#loggedSkips.has(s.rel)) continue;
           this.#loggedSkips.add(s.rel);
-          this.#log.debug({ path: s.rel, reason: s.reason }, "file skipped");
+          if (s.warn) this.#log.warn({ path: s.rel, reason: s.reason }, "file skipped");
+          else this.#log.debug({ path: s.rel, reason: s.reason }, "file skipped");
         }
         this.#metrics?.pendingFiles.set(this.#pendingCount());
         const cpu = process.cpuUsage(cpu0);
