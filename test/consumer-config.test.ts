@@ -1,8 +1,10 @@
+import { spawnSync } from "node:child_process";
 import { chmod, mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { startConsumer } from "./consumer-support.js";
+import { startService } from "./support/index.js";
 
 // Services run from packages/*/dist: `pnpm build` first (pnpm test does).
 // Configuration is checked before connecting, so no NATS server is needed.
@@ -57,11 +59,19 @@ describe("consumer service: bad configuration", () => {
     }
   });
 
-  it.skipIf(process.getuid?.() === 0)("an unreadable INPUT_DIR: exit 78 naming it", async () => {
+  it("an unreadable INPUT_DIR: exit 78 naming it", async (ctx) => {
+    // Root reads everything: as root, run the service as nobody where nobody can run node.
+    const asRoot = process.getuid?.() === 0;
+    const nobody = { uid: 65534, gid: 65534 };
+    if (asRoot && spawnSync(process.execPath, ["-e", "0"], { ...nobody, cwd: "/" }).status !== 0) {
+      ctx.skip(`uid 65534 cannot run ${process.execPath}`);
+    }
+    await chmod(root, 0o755);
     const locked = join(root, "locked");
     await mkdir(locked);
     await chmod(locked, 0o000);
-    await using svc = startConsumer({ NATS_URL: NOWHERE, INPUT_DIR: locked });
+    const env = { NATS_URL: NOWHERE, INPUT_DIR: locked };
+    await using svc = asRoot ? startService("consumer", env, nobody) : startConsumer(env);
     expect(await svc.exited()).toBe(78);
     expect(svc.stderr()).toContain(`INPUT_DIR: ${locked} is not readable (EACCES)`);
   });
