@@ -17,8 +17,8 @@ export interface LogLine {
   [key: string]: unknown;
 }
 
-export interface RunningService extends AsyncDisposable {
-  name: ServiceName;
+export interface RunningService<N extends string = ServiceName> extends AsyncDisposable {
+  name: N;
   proc: ChildProcess;
   pid: number;
   /** Parsed JSON log lines printed so far (stdout). */
@@ -34,30 +34,39 @@ export interface RunningService extends AsyncDisposable {
   exited(timeoutMs?: number): Promise<number | null>;
 }
 
-/**
- * Spawns a built service (`packages/<name>/dist/main.js`) with exactly `env`
- * (plus PATH/HOME), collecting its JSON log lines. Killed on dispose.
- */
 export interface StartServiceOptions {
   /** Run as another user: permission checks then apply, which they do not to root. */
   uid?: number;
   gid?: number;
 }
 
+/**
+ * Spawns a built service (`packages/<name>/dist/main.js`) with exactly `env`
+ * (plus PATH/HOME, HTTP_PORT=0 and LOG_LEVEL=debug unless given), collecting
+ * its JSON log lines. Killed on dispose.
+ */
 export function startService(
   name: ServiceName,
   env: Record<string, string | undefined>,
   options: StartServiceOptions = {},
 ): RunningService {
+  return startNodeProcess(name, serviceEntry(name), { HTTP_PORT: "0", LOG_LEVEL: "debug", ...env }, options);
+}
+
+/** Any built Node entry (a service, an example sink) as a process with its JSON log lines. */
+export function startNodeProcess<N extends string>(
+  name: N,
+  entry: string,
+  env: Record<string, string | undefined>,
+  options: StartServiceOptions = {},
+): RunningService<N> {
   const asOther = options.uid !== undefined;
   const fullEnv: Record<string, string> = {
     PATH: process.env.PATH ?? "",
     HOME: asOther ? "/tmp" : (process.env.HOME ?? "/tmp"),
-    HTTP_PORT: "0",
-    LOG_LEVEL: "debug",
   };
   for (const [k, v] of Object.entries(env)) if (v !== undefined) fullEnv[k] = v;
-  const proc = spawn(process.execPath, [serviceEntry(name)], {
+  const proc = spawn(process.execPath, [entry], {
     env: fullEnv,
     // Another user may not be able to enter the repository's directory.
     cwd: asOther ? "/" : repoRoot,
@@ -85,7 +94,7 @@ export function startService(
   proc.stderr?.on("data", (chunk: Buffer) => {
     stderr += chunk.toString("utf8");
   });
-  const svc: RunningService = {
+  const svc: RunningService<N> = {
     name,
     proc,
     pid: proc.pid ?? -1,

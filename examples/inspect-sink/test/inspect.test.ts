@@ -1,42 +1,16 @@
-import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { fileURLToPath } from "node:url";
 import { AckPolicy, jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { connect, type Msg } from "@nats-io/transport-node";
 import { describe, expect, it } from "vitest";
 import { consumerEnv, consumerStarted, makeConsumerDirs, sha256, writeRel } from "../../../test/consumer-support.js";
-import { guardChild, startNats, startService, waitFor, waitForExit } from "../../../test/support/index.js";
+import { startNats, startNodeProcess, startService, waitFor } from "../../../test/support/index.js";
 
 const entry = fileURLToPath(new URL("../dist/main.js", import.meta.url));
 
 /** The built example (dist/main.js) as a process, with its JSON log lines. */
 function startInspectSink(env: Record<string, string>) {
-  const proc = spawn(process.execPath, [entry], {
-    env: { PATH: process.env.PATH ?? "", LOG_LEVEL: "info", ...env },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  guardChild(proc);
-  const logs: Record<string, unknown>[] = [];
-  let stderr = "";
-  let partial = "";
-  proc.stdout.on("data", (c: Buffer) => {
-    const lines = (partial + c.toString("utf8")).split("\n");
-    partial = lines.pop() ?? "";
-    for (const l of lines) if (l.trim()) logs.push(JSON.parse(l) as Record<string, unknown>);
-  });
-  proc.stderr.on("data", (c: Buffer) => (stderr += c.toString("utf8")));
-  return {
-    logs,
-    stderr: () => stderr,
-    stop: async () => {
-      if (proc.exitCode === null) proc.kill("SIGTERM");
-      return waitForExit(proc, 30_000);
-    },
-    [Symbol.asyncDispose]: async () => {
-      if (proc.exitCode === null && proc.signalCode === null) proc.kill("SIGKILL");
-      await waitForExit(proc, 10_000).catch(() => undefined);
-    },
-  };
+  return startNodeProcess("inspect-sink", entry, { LOG_LEVEL: "info", ...env });
 }
 
 describe("examples/inspect-sink", () => {
@@ -81,7 +55,7 @@ describe("examples/inspect-sink", () => {
       await writeRel(dirs.input, "photo.bin", randomBytes(5000));
 
       await using sink = startInspectSink({ NATS_URL: nats.url });
-      await waitFor(() => sink.logs.filter((l) => l.msg === "file handled").length === 3, {
+      await waitFor(() => sink.logs().filter((l) => l.msg === "file handled").length === 3, {
         timeoutMs: 30_000,
         message: `3 files acked by the inspect sink (${sink.stderr()})`,
       });

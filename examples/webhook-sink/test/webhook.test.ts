@@ -1,4 +1,3 @@
-import { spawn } from "node:child_process";
 import { createHash, randomBytes, randomUUID } from "node:crypto";
 import { createServer, type IncomingHttpHeaders, type Server } from "node:http";
 import { fileURLToPath } from "node:url";
@@ -7,7 +6,7 @@ import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { describe, expect, it } from "vitest";
 import { consumeFiles, envelopeToHeaders, silentLogger, type Envelope, type FileOutcome } from "@filerelay/core";
 import { consumerEnv, consumerStarted, makeConsumerDirs, writeRel } from "../../../test/consumer-support.js";
-import { freePort, guardChild, startNats, startService, waitFor, waitForExit } from "../../../test/support/index.js";
+import { freePort, startNats, startNodeProcess, startService, waitFor } from "../../../test/support/index.js";
 import { createWebhookHandler } from "../src/webhook.js";
 
 const entry = fileURLToPath(new URL("../dist/main.js", import.meta.url));
@@ -73,33 +72,7 @@ async function startReceiver(opts: { failFirst?: number; port?: number } = {}) {
 
 /** The built example (dist/main.js) as a process, with its JSON log lines. */
 function startWebhookSink(env: Record<string, string>) {
-  const proc = spawn(process.execPath, [entry], {
-    env: { PATH: process.env.PATH ?? "", LOG_LEVEL: "info", ...env },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  guardChild(proc);
-  const logs: Record<string, unknown>[] = [];
-  let stderr = "";
-  let partial = "";
-  proc.stdout.on("data", (c: Buffer) => {
-    const lines = (partial + c.toString("utf8")).split("\n");
-    partial = lines.pop() ?? "";
-    for (const l of lines) if (l.trim()) logs.push(JSON.parse(l) as Record<string, unknown>);
-  });
-  proc.stderr.on("data", (c: Buffer) => (stderr += c.toString("utf8")));
-  return {
-    logs,
-    stderr: () => stderr,
-    exited: (ms?: number) => waitForExit(proc, ms),
-    stop: async () => {
-      if (proc.exitCode === null) proc.kill("SIGTERM");
-      return waitForExit(proc, 30_000);
-    },
-    [Symbol.asyncDispose]: async () => {
-      if (proc.exitCode === null && proc.signalCode === null) proc.kill("SIGKILL");
-      await waitForExit(proc, 10_000).catch(() => undefined);
-    },
-  };
+  return startNodeProcess("webhook-sink", entry, { LOG_LEVEL: "info", ...env });
 }
 
 async function dlq(nc: NatsConnection) {
@@ -143,7 +116,7 @@ describe("examples/webhook-sink", () => {
       timeoutMs: 30_000,
       message: `both files delivered (requests so far: ${receiver.requests.length}; ${sink.stderr()})`,
     });
-    await waitFor(() => sink.logs.filter((l) => l.msg === "file handled").length === 2, {
+    await waitFor(() => sink.logs().filter((l) => l.msg === "file handled").length === 2, {
       message: "both files acked",
     });
 
