@@ -15,7 +15,7 @@ import {
   SourceError,
   type Envelope,
 } from "@filerelay/core";
-import { computeFingerprint, FINGERPRINT_HEAD_BYTES } from "@filerelay/consumer";
+import { computeFingerprint, FINGERPRINT_HEAD_BYTES, readHead } from "@filerelay/consumer";
 import { printJson, type CommandContext } from "./commandContext.js";
 import { contentTypeFor } from "./contentTypeFor.js";
 import { formatBytes, renderTable } from "./renderTable.js";
@@ -53,23 +53,6 @@ async function readFileBytes(path: string, size: number): Promise<{ bytes: Buffe
   }
 }
 
-async function readHead(path: string, size: number): Promise<Buffer> {
-  const fh = await open(path, "r");
-  try {
-    const want = Math.min(size, FINGERPRINT_HEAD_BYTES);
-    const buf = Buffer.alloc(want);
-    let total = 0;
-    while (total < want) {
-      const { bytesRead } = await fh.read(buf, total, want - total, total);
-      if (bytesRead === 0) break;
-      total += bytesRead;
-    }
-    return buf.subarray(0, total);
-  } finally {
-    await fh.close();
-  }
-}
-
 /**
  * Publishes one file as the consumer would: same ce-id scheme (UUIDv5 of the
  * consumer's fingerprint of source + relative path + size + mtime + head), so
@@ -100,7 +83,12 @@ export async function sendFile(ctx: CommandContext, args: SendArgs): Promise<Sen
       head = read.head;
       sha256 = createHash("sha256").update(body).digest("hex");
     } else {
-      head = await readHead(path, st.size);
+      const fh = await open(path, "r");
+      try {
+        head = await readHead(fh, st.size);
+      } finally {
+        await fh.close();
+      }
     }
   } catch (err) {
     throw new SourceError("FILE_READ_FAILED", `reading ${args.file} failed`, { cause: err });

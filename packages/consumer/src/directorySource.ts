@@ -36,7 +36,7 @@ import type { ConsumerConfig } from "./config.js";
 import { DirectoryScanner, type ScannedFile } from "./directoryScanner.js";
 import { DirectoryWatcher } from "./directoryWatcher.js";
 import { moveNoClobber, removeFile, utcDay, writeJsonAtomic, type ErrorRecord } from "./disposer.js";
-import { computeFingerprint, FINGERPRINT_HEAD_BYTES } from "./fingerprint.js";
+import { computeFingerprint, FINGERPRINT_HEAD_BYTES, readHead } from "./fingerprint.js";
 import { FingerprintStore } from "./fingerprintStore.js";
 import { MinHeap } from "./minHeap.js";
 
@@ -174,18 +174,6 @@ async function* readChunks(fh: FileHandle, chunkBytes: number): AsyncGenerator<B
     if (filled < chunkBytes) return;
     position += filled;
   }
-}
-
-async function readHead(fh: FileHandle, size: number): Promise<Buffer> {
-  const want = Math.min(size, FINGERPRINT_HEAD_BYTES);
-  const buf = Buffer.allocUnsafe(want);
-  let total = 0;
-  while (total < want) {
-    const { bytesRead } = await fh.read(buf, total, want - total, total);
-    if (bytesRead === 0) break;
-    total += bytesRead;
-  }
-  return buf.subarray(0, total);
 }
 
 /**

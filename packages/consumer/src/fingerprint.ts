@@ -1,4 +1,5 @@
 import { createHash } from "node:crypto";
+import type { FileHandle } from "node:fs/promises";
 
 /** How much of the file's beginning goes into its fingerprint. */
 export const FINGERPRINT_HEAD_BYTES = 64 * 1024;
@@ -27,4 +28,17 @@ export function computeFingerprint(input: FingerprintInput): string {
       `filerelay-fp-v1\0${input.source}\0${input.relPath}\0${input.size}\0${input.mtimeMs}\0${headDigest}`,
     )
     .digest("hex");
+}
+
+/** The first FINGERPRINT_HEAD_BYTES of an open file (fewer if it is shorter). */
+export async function readHead(fh: FileHandle, size: number): Promise<Buffer> {
+  const want = Math.min(size, FINGERPRINT_HEAD_BYTES);
+  const buf = Buffer.allocUnsafe(want);
+  let total = 0;
+  while (total < want) {
+    const { bytesRead } = await fh.read(buf, total, want - total, total);
+    if (bytesRead === 0) break;
+    total += bytesRead;
+  }
+  return buf.subarray(0, total);
 }
