@@ -100,6 +100,8 @@ interface InFlight {
   lastWorking: number;
   abort: AbortController;
   done: Promise<void>;
+  /** Frees the message's slot (idempotent): once it is acked, the slot serves the next message. */
+  release: () => void;
 }
 
 /**
@@ -199,20 +201,30 @@ export async function consumeFiles(
     };
     signal.addEventListener("abort", notifySlot, { once: true });
 
+    // Acked messages whose ack is still being confirmed: they hold no slot,
+    // but a shutdown waits for them.
+    const confirming = new Set<Promise<void>>();
     const runOne = (msg: JsMsg) => {
+      let released = false;
       const entry: InFlight = {
         msg,
         settled: false,
         lastWorking: Date.now(),
         abort: new AbortController(),
         done: Promise.resolve(),
+        release: () => {
+          if (released) return;
+          released = true;
+          inflight.delete(entry);
+          notifySlot();
+        },
       };
       inflight.add(entry);
       entry.done = handleMessage(entry)
         .catch((err: unknown) => log.error({ err: describeError(err) }, "unexpected failure handling a message"))
         .finally(() => {
-          inflight.delete(entry);
-          notifySlot();
+          entry.release();
+          confirming.delete(entry.done);
         });
     };
 
@@ -378,7 +390,12 @@ export async function consumeFiles(
         }
         if (entry.settled) return;
         entry.settled = true;
-        const confirmed = await confirmAck(msg);
+        const confirmation = confirmAck(msg);
+        // The ack is sent: the next message need not wait for its confirmation
+        // (one PING/PONG shared by several acks).
+        confirming.add(entry.done);
+        entry.release();
+        const confirmed = await confirmation;
         if (!confirmed) {
           flog.warn({ fileId: envelope.id }, "ack not confirmed by the broker; the file may be delivered again");
         }
@@ -483,6 +500,8 @@ export async function consumeFiles(
       }
     }
     clearInterval(keepAliveTimer);
+    // Acks still being confirmed (bounded by their own timeout).
+    await Promise.all([...confirming]);
     await nc.flush().catch(() => undefined);
     log.info("stopped consuming files");
   } finally {
