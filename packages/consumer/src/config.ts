@@ -56,7 +56,10 @@ export const consumerEnvSchema = z.object({
   MAX_RETRIES: envInt("Retries of a failing file before it goes to ERROR_DIR", { max: 100 }).default(4),
   RETRY_BACKOFF_MS: envInt("First retry delay; doubles on every retry (1 s, 2 s, 4 s, 8 s by default)").default(1000),
   MAX_FILE_SIZE: envBytes("Largest file accepted (e.g. 10GiB); larger ones go straight to ERROR_DIR").optional(),
-  CONCURRENCY: envInt("Files processed at once", { min: 1, max: 1024 }).default(4),
+  CONCURRENCY: envInt(
+    "Files read and published at once (a published file's archiving and fingerprint record then run without a slot, up to 4 × CONCURRENCY files)",
+    { min: 1, max: 1024 },
+  ).default(4),
   FOLLOW_SYMLINKS: envBool(
     "Publish symlinked files (links resolving outside INPUT_DIR are refused; symlinked directories are never entered)",
   ).default(false),

@@ -54,6 +54,8 @@ const POLL_CPU_FACTOR = 60;
 const MAX_POLL_INTERVAL_MS = 10 * 60_000;
 /** How often the broker is probed while it is unavailable. */
 const OUTAGE_PROBE_MS = 1000;
+/** Published files being recorded and archived, per CONCURRENCY slot, at most. */
+const POST_PUBLISH_FACTOR = 4;
 /** Events handled per batch of stat() calls. */
 const EVENT_BATCH = 256;
 
@@ -211,6 +213,8 @@ export class DirectorySource implements AsyncDisposable {
   readonly #loggedSkips = new Set<string>();
 
   readonly #workers = new Set<Promise<void>>();
+  /** Workers before their PubAck: CONCURRENCY bounds these (reading, uploading, publishing). */
+  #publishing = 0;
   readonly #background = new Set<Promise<void>>();
   #wakeTimer: NodeJS.Timeout | undefined;
   #wakeAt = Number.POSITIVE_INFINITY;
@@ -411,23 +415,21 @@ export class DirectorySource implements AsyncDisposable {
       const cpu0 = process.cpuUsage();
       this.#lastScanStart = started;
       try {
-        const result = await this.#scanner.scan(light ? { isKnown: (rel) => this.#files.has(rel) } : {});
+        // A poll stats known files too, but only changed ones come back as ScannedFiles.
+        const result = await this.#scanner.scan(
+          light ? { isKnown: (rel) => this.#files.has(rel) } : { known: (rel) => this.#files.get(rel) },
+        );
         if (this.#stopping) return;
         this.#scans++;
         const scanId = this.#scans;
         const now = Date.now();
         this.#markers = result.markers;
-        const dirs = new Set<string>();
-        for (const f of result.files) {
-          this.#observe(f, now, scanId);
-          const slash = f.rel.lastIndexOf("/");
-          dirs.add(slash < 0 ? "" : f.rel.slice(0, slash));
-        }
+        for (const f of result.files) this.#observe(f, now, scanId);
         for (const rel of result.known) {
           const rec = this.#files.get(rel);
           if (rec) rec.seenInScan = scanId;
         }
-        for (const dir of dirs) this.#watcher.watchDir(dir);
+        for (const dir of result.dirs) this.#watcher.watchDir(dir);
         for (const [rel, rec] of this.#files) {
           // Gone (deleted, moved away) or no longer matching: forget it.
           if (rec.seenInScan !== scanId && rec.state !== "active") this.#files.delete(rel);
@@ -673,21 +675,32 @@ export class DirectorySource implements AsyncDisposable {
       !this.#stopping &&
       !this.#outage &&
       this.#connected &&
-      this.#workers.size < this.#config.CONCURRENCY &&
+      this.#publishing < this.#config.CONCURRENCY &&
+      // Published files still being recorded and archived hold no slot, but are bounded too.
+      this.#workers.size < this.#config.CONCURRENCY * POST_PUBLISH_FACTOR &&
       this.#ready.size > 0
     ) {
       const item = this.#ready.pop()!;
       const rec = this.#files.get(item.rel);
       if (!rec || rec.gen !== item.gen || rec.state !== "ready") continue;
       rec.state = "active";
-      const worker = this.#run(rec).catch((err: unknown) => {
+      this.#publishing++;
+      let released = false;
+      const release = () => {
+        if (released) return;
+        released = true;
+        this.#publishing--;
+        this.#pump();
+      };
+      const worker = this.#run(rec, release).catch((err: unknown) => {
         this.#log.error({ err, path: rec.rel }, "unexpected error handling file");
         if (rec.state === "active") this.#retryLater(rec, this.#config.RETRY_BACKOFF_MS);
       });
       this.#workers.add(worker);
       void worker.finally(() => {
         this.#workers.delete(worker);
-        this.#pump();
+        if (released) this.#pump();
+        else release();
       });
     }
   }
@@ -695,7 +708,8 @@ export class DirectorySource implements AsyncDisposable {
   // -------------------------------------------------------------------------
   // One attempt at one file.
 
-  async #run(rec: TrackedFile): Promise<void> {
+  /** `release` frees the file's CONCURRENCY slot once its envelope is stored (PubAck). */
+  async #run(rec: TrackedFile, release: () => void): Promise<void> {
     const attempt = rec.attempts + 1;
     const t0 = performance.now();
     const now = new Date();
@@ -706,7 +720,7 @@ export class DirectorySource implements AsyncDisposable {
     try {
       let result: AttemptResult;
       try {
-        result = await this.#attempt(rec);
+        result = await this.#attempt(rec, release);
       } catch (err) {
         await this.#handleFailure(rec, attempt, err, epoch, t0);
         return;
@@ -932,7 +946,7 @@ export class DirectorySource implements AsyncDisposable {
     }
   }
 
-  async #attempt(rec: TrackedFile): Promise<AttemptResult> {
+  async #attempt(rec: TrackedFile, release: () => void): Promise<AttemptResult> {
     const config = this.#config;
     if (rec.refused) throw new SourceError("SYMLINK_REFUSED", rec.refused, { details: { path: rec.rel } });
     if (config.MAX_FILE_SIZE !== undefined && rec.size > config.MAX_FILE_SIZE) {
@@ -1068,7 +1082,9 @@ export class DirectorySource implements AsyncDisposable {
             headers: envelopeToHeaders(envelope),
           }),
         );
-        // Only now may the source go: the envelope is stored.
+        // Only now may the source go: the envelope is stored. Recording and
+        // archiving need no slot: the next file's read and publish start now.
+        release();
         const [recorded, disposed] = await Promise.allSettled([
           this.#fingerprints.record(fingerprint, {
             id,
