@@ -1,8 +1,9 @@
-import { mkdir, mkdtemp, rm, symlink, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, rm, symlink, unlink, utimes, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
+import fg from "fast-glob";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { DirectoryScanner, toDeepPattern } from "./directoryScanner.js";
+import { ALWAYS_SKIPPED_EXTENSIONS, DirectoryScanner, toDeepPattern } from "./directoryScanner.js";
 
 let root: string;
 let input: string;
@@ -117,5 +118,104 @@ describe("DirectoryScanner", () => {
     expect(byRel.get("out-link.txt")?.refused).toMatch(/outside INPUT_DIR/);
     expect(byRel.get("in-link.txt")).toMatchObject({ size: 6, target: join(input, "real/inside.txt") });
     expect(on.skipped.map((s) => s.rel)).toEqual(["dir-link"]);
+  });
+
+  it("selects what fast-glob selects, for every kind of pattern", async () => {
+    const rels = [
+      "a.csv",
+      "b.CSV",
+      "c.txt",
+      "x.bak",
+      "deep/er/b.csv",
+      "deep/y.bak",
+      "deep/er/est/z.json",
+      "reports/2026/r.csv",
+      "reports/r.csv",
+      "reports/skip/s.csv",
+      "tmp/t.csv",
+      ".hidden",
+      ".dir/z.csv",
+      "sub/.dot.csv",
+      "sub/.inner/w.csv",
+      "d.tmp",
+      "e.part",
+      "name with spaces [1].csv",
+      "brace{1}.csv",
+      "ünïcode/ä.csv",
+      "archive/2026-01-01/old.csv",
+      "data.csv.done",
+      "sub/data2.csv.done",
+    ];
+    for (const rel of rels) await put(rel);
+    const cases: { filePattern: string; excludePatterns?: string[]; readyMarkerSuffix?: string }[] = [
+      { filePattern: "**/*" },
+      { filePattern: "*" },
+      { filePattern: "*.csv" },
+      { filePattern: "*.{csv,json}" },
+      { filePattern: "reports/**/*.csv" },
+      { filePattern: "reports/*.csv", excludePatterns: ["reports/skip/"] },
+      { filePattern: "*.csv", excludePatterns: ["tmp/", "*.bak", "deep/**/est/**"] },
+      { filePattern: "@(a|c).*" },
+      { filePattern: "!(*.bak)" },
+      { filePattern: "[ab].*" },
+      { filePattern: ".*" },
+      { filePattern: "sub/.*" },
+      { filePattern: "**/.inner/*" },
+      { filePattern: "*.CSV" },
+      { filePattern: "*", readyMarkerSuffix: ".done" },
+      { filePattern: "*.csv", excludePatterns: [join(input, "tmp") + "/**"] },
+    ];
+    for (const c of cases) {
+      const s = scanner({ ...c, excludePatterns: c.excludePatterns ?? [], excludedDirs: [join(input, "archive")] });
+      const result = await s.scan();
+      const ours = [...result.files.map((f) => f.rel), ...[...result.markers].map((m) => `${m}${c.readyMarkerSuffix}`)];
+      // What the scanner selected with fast-glob before it walked the tree itself.
+      const patterns = [toDeepPattern(c.filePattern)];
+      if (c.readyMarkerSuffix) patterns.push(`**/*${fg.escapePath(c.readyMarkerSuffix)}`);
+      const theirs = await fg(patterns, {
+        cwd: input,
+        dot: false,
+        onlyFiles: true,
+        ignore: [
+          ...ALWAYS_SKIPPED_EXTENSIONS.map((ext) => `**/*${ext}`),
+          ...(c.excludePatterns ?? []).map(toDeepPattern),
+          "archive",
+          "archive/**",
+        ],
+      });
+      expect(ours.sort(), JSON.stringify(c)).toEqual(theirs.sort());
+    }
+  });
+
+  it("a poll stats known paths and returns unchanged ones in `known`, changed ones in `files`", async () => {
+    await put("same.txt", "same");
+    await put("grown.txt", "a");
+    await put("touched.txt", "t");
+    await put("replaced.txt", "r");
+    await put("gone.txt", "g");
+    await put("d/new.txt", "new");
+    await put("skip.bak", "b");
+    const s = scanner({ excludePatterns: ["*.bak"] });
+    const first = await s.scan();
+    const byRel = new Map(first.files.map((f) => [f.rel, f]));
+    expect([...byRel.keys()].sort()).toEqual([
+      "d/new.txt",
+      "gone.txt",
+      "grown.txt",
+      "replaced.txt",
+      "same.txt",
+      "touched.txt",
+    ]);
+    byRel.delete("d/new.txt");
+    await writeFile(join(input, "grown.txt"), "ab");
+    await utimes(join(input, "touched.txt"), new Date(), new Date(Date.now() + 5000));
+    await unlink(join(input, "replaced.txt"));
+    await put("replaced.txt", "r");
+    await unlink(join(input, "gone.txt"));
+    const poll = await s.scan({ known: (rel) => byRel.get(rel) });
+    expect(poll.known).toEqual(["same.txt"]);
+    expect(poll.files.map((f) => f.rel).sort()).toEqual(["d/new.txt", "grown.txt", "replaced.txt", "touched.txt"]);
+    expect(poll.files.find((f) => f.rel === "grown.txt")?.size).toBe(2);
+    expect(poll.dirs.sort()).toEqual(["", "d"]);
   });
 });

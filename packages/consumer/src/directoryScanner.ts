@@ -1,7 +1,8 @@
-import { lstatSync, type Stats } from "node:fs";
-import { realpath, stat } from "node:fs/promises";
+import { lstatSync, type Dirent, type Stats } from "node:fs";
+import { readdir, realpath, stat } from "node:fs/promises";
 import { isAbsolute, join, relative, resolve, sep } from "node:path";
 import fg from "fast-glob";
+import { GlobMatcher } from "./globMatcher.js";
 
 /** Longest stretch of synchronous lstat calls before the scan yields to the event loop. */
 const STAT_SLICE_MS = 5;
@@ -37,8 +38,19 @@ export interface ScanResult {
   markers: Set<string>;
   /** Paths seen but not candidates, with why (debug logs; `warn` for what an operator must fix). */
   skipped: { rel: string; reason: string; warn?: boolean }[];
-  /** Light scans: paths listed but not stat'ed because the caller knows them. */
+  /** Paths the caller knows: listed but not stat'ed (light scans), or stat'ed and unchanged (polls). */
   known: string[];
+  /** Directories (relative, "" for INPUT_DIR) holding at least one candidate, known or not. */
+  dirs: string[];
+}
+
+/** What the caller knows of a path (DirectorySource's tracked files have these fields). */
+export interface KnownFile {
+  size: number;
+  mtimeMs: number;
+  ino: number;
+  target?: string | undefined;
+  refused?: string | undefined;
 }
 
 /** A pattern without '/' matches at any depth, as operators expect from `*.csv`. */
@@ -49,7 +61,7 @@ export function toDeepPattern(pattern: string): string {
 }
 
 /**
- * Lists INPUT_DIR with fast-glob (polling is the source of truth). Never leaves
+ * Lists INPUT_DIR (polling is the source of truth). Never leaves
  * INPUT_DIR: symlinked directories are not entered, and a symlinked file is
  * only resolved when FOLLOW_SYMLINKS is on, and refused when its target lies
  * outside.
@@ -57,8 +69,7 @@ export function toDeepPattern(pattern: string): string {
 export class DirectoryScanner {
   readonly root: string;
   readonly #options: DirectoryScannerOptions;
-  readonly #patterns: string[];
-  readonly #ignore: string[];
+  readonly #matcher: GlobMatcher;
   /** Relative '/'-separated prefixes of excluded directories inside INPUT_DIR. */
   readonly #excludedPrefixes: string[];
   #realRoot: string | undefined;
@@ -66,10 +77,10 @@ export class DirectoryScanner {
   constructor(options: DirectoryScannerOptions) {
     this.#options = options;
     this.root = resolve(options.inputDir);
-    this.#patterns = [toDeepPattern(options.filePattern)];
-    if (options.readyMarkerSuffix) this.#patterns.push(`**/*${fg.escapePath(options.readyMarkerSuffix)}`);
+    const patterns = [toDeepPattern(options.filePattern)];
+    if (options.readyMarkerSuffix) patterns.push(`**/*${fg.escapePath(options.readyMarkerSuffix)}`);
     this.#excludedPrefixes = [];
-    this.#ignore = [
+    const ignore = [
       ...ALWAYS_SKIPPED_EXTENSIONS.map((ext) => `**/*${ext}`),
       ...options.excludePatterns.map(toDeepPattern),
     ];
@@ -80,8 +91,9 @@ export class DirectoryScanner {
       const posix = rel.split(sep).join("/");
       this.#excludedPrefixes.push(`${posix}/`);
       const escaped = fg.escapePath(posix);
-      this.#ignore.push(escaped, `${escaped}/**`);
+      ignore.push(escaped, `${escaped}/**`);
     }
+    this.#matcher = new GlobMatcher(this.root, patterns, ignore);
   }
 
   /** The absolute path of a relative one. */
@@ -109,75 +121,114 @@ export class DirectoryScanner {
   }
 
   /**
-   * Lists INPUT_DIR. A full scan stats every entry (the source of truth for
-   * changes). With `isKnown`, a light scan (after file-system events) stats
-   * only paths it does not know: those it knows come back in `known`, so that
-   * discovering one new file in a directory of 10,000 costs one readdir pass
-   * and one lstat, not 10,000 lstats.
+   * Lists INPUT_DIR, one readdir per directory (polling is the source of
+   * truth), selecting entries as fast-glob would (GlobMatcher).
+   *
+   * - No options: every candidate is lstat'ed and returned in `files`.
+   * - `isKnown` (light scan, after file-system events): paths it knows come
+   *   back in `known` without a stat, so discovering one new file in a
+   *   directory of 10,000 costs one readdir and one lstat, not 10,000 lstats.
+   * - `known` (poll): paths it knows are lstat'ed too (a file that changed
+   *   without an event must be noticed), but one whose size, mtime and inode
+   *   are those it was given comes back in `known`, without a ScannedFile.
+   *
+   * Known paths are not matched against the patterns again: they were
+   * candidates when first seen, and the patterns do not change.
    */
-  async scan(options: { isKnown?: (rel: string) => boolean } = {}): Promise<ScanResult> {
+  async scan(
+    options: { isKnown?: (rel: string) => boolean; known?: (rel: string) => KnownFile | undefined } = {},
+  ): Promise<ScanResult> {
     this.#realRoot ??= await realpath(this.root);
-    const { isKnown } = options;
-    const entries = await fg(this.#patterns, {
-      cwd: this.root,
-      dot: false,
-      onlyFiles: false,
-      followSymbolicLinks: false,
-      // fast-glob's own stats drop a whole directory when one entry vanishes
-      // between readdir and lstat (files being archived): stat here instead.
-      stats: false,
-      objectMode: true,
-      unique: true,
-      // A directory we may not read, or a file gone between readdir and lstat,
-      // must not abort the whole scan.
-      suppressErrors: true,
-      ignore: this.#ignore,
-    });
-    const result: ScanResult = { files: [], markers: new Set(), skipped: [], known: [] };
-    const toStat: string[] = [];
-    for (const entry of entries) {
-      const rel = entry.path;
-      if (entry.dirent.isDirectory()) continue;
-      const target = this.markerTarget(rel);
-      if (target !== undefined) {
-        result.markers.add(target);
+    const { isKnown, known } = options;
+    const suffix = this.#options.readyMarkerSuffix;
+    const result: ScanResult = { files: [], markers: new Set(), skipped: [], known: [], dirs: [] };
+    const pending = [""];
+    // Synchronous lstat, yielding to the event loop every few milliseconds: a
+    // promise lstat costs several times the CPU of the system call itself
+    // (thread-pool hop, promise, FSReqCallback), and a poll stats every resident file.
+    let sliceStart: number;
+    let sinceCheck = 0;
+    for (let dir = pending.pop(); dir !== undefined; dir = pending.pop()) {
+      let entries: Dirent[];
+      try {
+        entries = await readdir(dir === "" ? this.root : this.#absoluteFast(dir), { withFileTypes: true });
+      } catch {
+        // A directory we may not read, or one gone meanwhile, must not abort the whole scan.
         continue;
       }
-      if (isKnown?.(rel)) result.known.push(rel);
-      else toStat.push(rel);
-    }
-    // Synchronous lstat, yielding to the event loop every few milliseconds: a
-    // promise lstat costs ~10× the CPU of the system call itself (thread-pool
-    // hop, promise, FSReqCallback), and a poll stats every resident file.
-    let sliceStart = performance.now();
-    for (const rel of toStat) {
-      let st: Stats | undefined;
-      try {
-        st = lstatSync(this.#absoluteFast(rel), { throwIfNoEntry: false });
-      } catch {
-        st = undefined;
+      sliceStart = performance.now();
+      let hasCandidates = false;
+      for (const entry of entries) {
+        if (++sinceCheck >= 64) {
+          sinceCheck = 0;
+          if (performance.now() - sliceStart > STAT_SLICE_MS) {
+            await new Promise<void>((resolve) => setImmediate(resolve));
+            sliceStart = performance.now();
+          }
+        }
+        const name = entry.name;
+        const rel = dir === "" ? name : `${dir}/${name}`;
+        if (entry.isDirectory()) {
+          if (this.#mayDescend(rel, name)) pending.push(rel);
+          continue;
+        }
+        if (suffix !== undefined && suffix !== "" && rel.endsWith(suffix) && rel.length > suffix.length) {
+          if (this.#matcher.matches(rel)) result.markers.add(rel.slice(0, -suffix.length));
+          continue;
+        }
+        if (isKnown?.(rel)) {
+          result.known.push(rel);
+          hasCandidates = true;
+          continue;
+        }
+        const was = known?.(rel);
+        if (was === undefined && !this.#matcher.matches(rel)) continue;
+        hasCandidates = true;
+        let st: Stats | undefined;
+        try {
+          st = lstatSync(this.#absoluteFast(rel), { throwIfNoEntry: false });
+        } catch {
+          st = undefined;
+        }
+        if (st === undefined) {
+          if (rel.includes("\uFFFD")) {
+            // Names are decoded as UTF-8: one that is not valid UTF-8 comes back with
+            // U+FFFD, and no string path can open it (nor could ce-subject carry it).
+            result.skipped.push({
+              rel,
+              reason: "the file name is not valid UTF-8, so it cannot be opened or relayed; rename the file",
+              warn: true,
+            });
+          }
+        } else if (st.isFile()) {
+          if (
+            was !== undefined &&
+            was.target === undefined &&
+            was.refused === undefined &&
+            st.size === was.size &&
+            st.mtimeMs === was.mtimeMs &&
+            st.ino === was.ino
+          ) {
+            result.known.push(rel);
+          } else {
+            result.files.push({ rel, size: st.size, mtimeMs: st.mtimeMs, ino: st.ino });
+          }
+        } else {
+          await this.#classify(rel, st, result);
+        }
       }
-      if (st) {
-        if (st.isFile()) result.files.push({ rel, size: st.size, mtimeMs: st.mtimeMs, ino: st.ino });
-        else await this.#classify(rel, st, result);
-      } else if (rel.includes("\uFFFD")) {
-        // Names are decoded as UTF-8: one that is not valid UTF-8 comes back with
-        // U+FFFD, and no string path can open it (nor could ce-subject carry it).
-        result.skipped.push({
-          rel,
-          reason: "the file name is not valid UTF-8, so it cannot be opened or relayed; rename the file",
-          warn: true,
-        });
-      }
-      if (performance.now() - sliceStart > STAT_SLICE_MS) {
-        await new Promise<void>((resolve) => setImmediate(resolve));
-        sliceStart = performance.now();
-      }
+      if (hasCandidates) result.dirs.push(dir);
     }
     return result;
   }
 
-  /** absolute() without splitting and re-joining: fast-glob paths are already normalized. */
+  /** Directories the walk enters: never ARCHIVE_DIR/ERROR_DIR, dot directories only when a pattern could match inside. */
+  #mayDescend(rel: string, name: string): boolean {
+    if (name.startsWith(".") && !this.#matcher.mayMatchDotSegments) return false;
+    return !this.#excludedPrefixes.some((p) => p.length === rel.length + 1 && p.startsWith(rel));
+  }
+
+  /** absolute() without splitting and re-joining: the walk's paths are already normalized. */
   #absoluteFast(rel: string): string {
     return sep === "/" ? `${this.root}/${rel}` : this.absolute(rel);
   }
