@@ -93,6 +93,22 @@ describe("fs sink", () => {
     expect(await listAll(root)).toEqual(["2024/01/02/a.bin"]);
   });
 
+  it("writes the exact bytes whatever the payload's piece sizes against CHUNK_SIZE and the fsync interval", async () => {
+    const content = Buffer.alloc(3 * 1024 * 1024 + 4321);
+    for (let i = 0; i < content.length; i++) content[i] = (i * 131 + (i >> 11)) & 0xff;
+    // CHUNK_SIZE 4096 × FSYNC_EVERY_CHUNKS 3: an fsync boundary every 12,288 bytes.
+    for (const every of [3, 1, 0]) {
+      await using sink = sinkWith({ FSYNC_EVERY_CHUNKS: every });
+      for (const pieces of [1000, 4095, 4096, 4097, 12_288, 12_289, 50_000, 1024 * 1024]) {
+        const small = pieces < 4096 ? content.subarray(0, 300_007) : content;
+        const res = await sink.write(request(`p/${every}-${pieces}.bin`, small, undefined, pieces).req);
+        expect(res.outcome).toBe("written");
+        expect(sha(await readFile(res.location))).toBe(sha(small));
+      }
+    }
+    expect((await listAll(root)).filter((n) => isTempFileName(n))).toEqual([]);
+  });
+
   it("writes empty files", async () => {
     await using sink = sinkWith();
     const res = await sink.write(request("empty", Buffer.alloc(0)).req);
