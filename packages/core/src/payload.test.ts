@@ -4,7 +4,8 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import { describe, expect, it } from "vitest";
 import type { Envelope } from "./envelope.js";
 import { PayloadError } from "./errors.js";
-import { objectChunkSubject, objectMetaSubject, objectStreamName, openPayload } from "./payload.js";
+import { Readable as NodeReadable } from "node:stream";
+import { isVerifiedPayload, objectChunkSubject, objectMetaSubject, objectStreamName, openPayload } from "./payload.js";
 
 // The paths tested here fail or finish before any NATS call; a connection is never touched.
 const noConnection = {} as NatsConnection;
@@ -46,6 +47,26 @@ describe("object store names", () => {
 describe("openPayload (inline)", () => {
   const body = Buffer.from("x".repeat(200_000));
   const sha = createHash("sha256").update(body).digest("hex");
+
+  it("marks its streams as verified for exactly their envelope's file version", () => {
+    const env = envelope(body.length, sha);
+    const s = openPayload(noConnection, env, body);
+    expect(isVerifiedPayload(s, env)).toBe(true);
+    expect(isVerifiedPayload(s, { ...env })).toBe(true);
+    expect(isVerifiedPayload(s, { ...env, sha256: "0".repeat(64) })).toBe(false);
+    expect(isVerifiedPayload(s, { ...env, size: env.size + 1 })).toBe(false);
+    expect(isVerifiedPayload(s, { ...env, id: "00000000-0000-4000-8000-000000000000" })).toBe(false);
+    expect(isVerifiedPayload(NodeReadable.from([body]), env)).toBe(false);
+    s.destroy();
+  });
+
+  it("an abort of the caller's signal destroys an inline stream with its reason", async () => {
+    const ac = new AbortController();
+    const s = openPayload(noConnection, envelope(body.length, sha), body, { signal: ac.signal });
+    const reason = new PayloadError("SHUTDOWN", "stop");
+    ac.abort(reason);
+    await expect(collect(s)).rejects.toBe(reason);
+  });
 
   it("streams an inline body in slices and verifies it", async () => {
     const s = openPayload(noConnection, envelope(body.length, sha), body);

@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Readable } from "node:stream";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { PayloadError, silentLogger, SinkError, type Envelope } from "@filerelay/core";
+import { openPayload, PayloadError, silentLogger, SinkError, type Envelope } from "@filerelay/core";
 import type { ConflictMode } from "../config.js";
 import { classifyWriteError, createFsSink, isTempFileName, tempFileName, type FsSinkOptions } from "./fsSink.js";
 import type { Sink, SinkWriteRequest } from "./sink.js";
@@ -94,20 +94,20 @@ describe("fs sink", () => {
   });
 
   it("writes the exact bytes whatever the payload's piece sizes against CHUNK_SIZE and the fsync interval", async () => {
-    const content = Buffer.alloc(3 * 1024 * 1024 + 4321);
+    const content = Buffer.alloc(1024 * 1024 + 4321);
     for (let i = 0; i < content.length; i++) content[i] = (i * 131 + (i >> 11)) & 0xff;
     // CHUNK_SIZE 4096 × FSYNC_EVERY_CHUNKS 3: an fsync boundary every 12,288 bytes.
     for (const every of [3, 1, 0]) {
       await using sink = sinkWith({ FSYNC_EVERY_CHUNKS: every });
       for (const pieces of [1000, 4095, 4096, 4097, 12_288, 12_289, 50_000, 1024 * 1024]) {
-        const small = pieces < 4096 ? content.subarray(0, 300_007) : content;
+        const small = pieces < 4096 ? content.subarray(0, 100_007) : content;
         const res = await sink.write(request(`p/${every}-${pieces}.bin`, small, undefined, pieces).req);
         expect(res.outcome).toBe("written");
         expect(sha(await readFile(res.location))).toBe(sha(small));
       }
     }
     expect((await listAll(root)).filter((n) => isTempFileName(n))).toEqual([]);
-  });
+  }, 60_000);
 
   it("writes empty files", async () => {
     await using sink = sinkWith();
@@ -185,6 +185,23 @@ describe("fs sink", () => {
     expect(err.code).toBe("CHECKSUM_MISMATCH");
     expect(err.permanent).toBe(true);
     expect(await listAll(root)).toEqual([]);
+  });
+
+  it("a core payload stream is trusted for its own envelope only; a lying one fails before anything is placed", async () => {
+    await using sink = sinkWith();
+    const content = Buffer.alloc(300_000, 9);
+    const env = envelopeFor(content);
+    const viaCore = (e: Envelope): SinkWriteRequest => ({
+      ...request("core.bin", content, e).req,
+      open: () => openPayload({} as Parameters<typeof openPayload>[0], e, content),
+    });
+    const ok = await sink.write(viaCore(env));
+    expect(ok.outcome).toBe("written");
+    expect(sha(await readFile(ok.location))).toBe(sha(content));
+    const lying = { ...env, id: "00000000-0000-4000-8000-00000000ffff", sha256: "b".repeat(64) };
+    const err = await failure(sink.write({ ...viaCore(lying), path: "core2.bin" }));
+    expect(err.code).toBe("PAYLOAD_DIGEST_MISMATCH");
+    expect(await listAll(root)).toEqual(["core.bin"]);
   });
 
   it("a failing payload stream: its FilerelayError is kept, others become transient WRITE_FAILED; temp removed", async () => {

@@ -16,7 +16,7 @@ import {
 import { hostname } from "node:os";
 import { basename, dirname, isAbsolute, join, relative, sep } from "node:path";
 import { pipeline } from "node:stream/promises";
-import { ConfigError, FilerelayError, SinkError, type Envelope, type Logger } from "@filerelay/core";
+import { ConfigError, FilerelayError, isVerifiedPayload, SinkError, type Envelope, type Logger } from "@filerelay/core";
 import type { ConflictMode } from "../config.js";
 import { resolveInside, withConflictSuffix } from "../organizer.js";
 import type { Sink, SinkWriteRequest, SinkWriteResult } from "./sink.js";
@@ -212,9 +212,12 @@ export function createFsSink(options: FsSinkOptions, deps: FsSinkDeps): Sink {
    *   mid-file (the periodic fsyncs bound dirty data and spread writeback; the
    *   durability guarantee is the final fsync, which the caller awaits before
    *   the link/rename, after this one's outstanding fsync has settled).
+   * - A payload stream from core's openPayload for this very envelope is not
+   *   hashed again: it ends only if every byte it handed out matched ce-sha256
+   *   (else it errors before its end, and the temp file is removed), and these
+   *   are exactly the buffers written here. Any other stream is hashed.
    */
   async function streamInto(fh: FileHandle, req: SinkWriteRequest): Promise<{ bytes: number; sha256: string }> {
-    const hash = createHash("sha256");
     const chunkSize = options.CHUNK_SIZE;
     const syncBytes = options.FSYNC_EVERY_CHUNKS > 0 ? chunkSize * options.FSYNC_EVERY_CHUNKS : Infinity;
     let nextSyncAt = syncBytes;
@@ -281,12 +284,13 @@ export function createFsSink(options: FsSinkOptions, deps: FsSinkDeps): Sink {
       }
     };
     const source = req.open();
+    const hash = isVerifiedPayload(source, req.envelope) ? undefined : createHash("sha256");
     try {
       for await (const piece of source as AsyncIterable<Buffer | string>) {
         req.signal.throwIfAborted();
         const data = typeof piece === "string" ? Buffer.from(piece) : piece;
         if (data.length === 0) continue;
-        hash.update(data);
+        hash?.update(data);
         pending.push(data);
         pendingLen += data.length;
         await drain(false);
@@ -300,7 +304,7 @@ export function createFsSink(options: FsSinkOptions, deps: FsSinkDeps): Sink {
       if (syncing) await syncing;
       pending = [];
     }
-    return { bytes, sha256: hash.digest("hex") };
+    return { bytes, sha256: hash ? hash.digest("hex") : req.envelope.sha256 };
   }
 
   /** Where and whether to write, judged before any byte is written. */
