@@ -187,7 +187,7 @@ describe("DirectoryScanner", () => {
     }
   });
 
-  it("a poll stats known paths and returns unchanged ones in `known`, changed ones in `files`", async () => {
+  it("a poll stats known paths and returns unchanged ones in `unchanged` (the caller's objects), changed ones in `files`", async () => {
     await put("same.txt", "same");
     await put("grown.txt", "a");
     await put("touched.txt", "t");
@@ -213,7 +213,8 @@ describe("DirectoryScanner", () => {
     await put("replaced.txt", "r");
     await unlink(join(input, "gone.txt"));
     const poll = await s.scan({ known: (rel) => byRel.get(rel) });
-    expect(poll.known).toEqual(["same.txt"]);
+    expect(poll.known).toEqual([]);
+    expect(poll.unchanged).toEqual([byRel.get("same.txt")]);
     expect(poll.files.map((f) => f.rel).sort()).toEqual(["d/new.txt", "grown.txt", "replaced.txt", "touched.txt"]);
     expect(poll.files.find((f) => f.rel === "grown.txt")?.size).toBe(2);
     expect(poll.dirs.sort()).toEqual(["", "d"]);

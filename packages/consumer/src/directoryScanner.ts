@@ -32,14 +32,20 @@ export interface ScannedFile {
   refused?: string;
 }
 
-export interface ScanResult {
+export interface ScanResult<K extends KnownFile = KnownFile> {
   files: ScannedFile[];
   /** Relative paths of files whose ready marker exists. */
   markers: Set<string>;
   /** Paths seen but not candidates, with why (debug logs; `warn` for what an operator must fix). */
   skipped: { rel: string; reason: string; warn?: boolean }[];
-  /** Paths the caller knows: listed but not stat'ed (light scans), or stat'ed and unchanged (polls). */
+  /** Light scans: paths listed but not stat'ed because the caller knows them. */
   known: string[];
+  /**
+   * Polls: what `known` returned for each known file found unchanged (the
+   * caller's own objects, so that neither side allocates or looks up anything
+   * more per resident file).
+   */
+  unchanged: K[];
   /** Directories (relative, "" for INPUT_DIR) holding at least one candidate, known or not. */
   dirs: string[];
 }
@@ -130,18 +136,19 @@ export class DirectoryScanner {
    *   directory of 10,000 costs one readdir and one lstat, not 10,000 lstats.
    * - `known` (poll): paths it knows are lstat'ed too (a file that changed
    *   without an event must be noticed), but one whose size, mtime and inode
-   *   are those it was given comes back in `known`, without a ScannedFile.
+   *   are those it was given comes back in `unchanged` (as the object
+   *   `known` returned), without a ScannedFile.
    *
    * Known paths are not matched against the patterns again: they were
    * candidates when first seen, and the patterns do not change.
    */
-  async scan(
-    options: { isKnown?: (rel: string) => boolean; known?: (rel: string) => KnownFile | undefined } = {},
-  ): Promise<ScanResult> {
+  async scan<K extends KnownFile = KnownFile>(
+    options: { isKnown?: (rel: string) => boolean; known?: (rel: string) => K | undefined } = {},
+  ): Promise<ScanResult<K>> {
     this.#realRoot ??= await realpath(this.root);
     const { isKnown, known } = options;
     const suffix = this.#options.readyMarkerSuffix;
-    const result: ScanResult = { files: [], markers: new Set(), skipped: [], known: [], dirs: [] };
+    const result: ScanResult<K> = { files: [], markers: new Set(), skipped: [], known: [], unchanged: [], dirs: [] };
     const pending = [""];
     // Synchronous lstat, yielding to the event loop every few milliseconds: a
     // promise lstat costs several times the CPU of the system call itself
@@ -209,7 +216,7 @@ export class DirectoryScanner {
             st.mtimeMs === was.mtimeMs &&
             st.ino === was.ino
           ) {
-            result.known.push(rel);
+            result.unchanged.push(was);
           } else {
             result.files.push({ rel, size: st.size, mtimeMs: st.mtimeMs, ino: st.ino });
           }
@@ -233,7 +240,7 @@ export class DirectoryScanner {
     return sep === "/" ? `${this.root}/${rel}` : this.absolute(rel);
   }
 
-  async #classify(rel: string, st: Stats, result: ScanResult): Promise<void> {
+  async #classify(rel: string, st: Stats, result: ScanResult<KnownFile>): Promise<void> {
     if (st.isFile()) {
       result.files.push({ rel, size: st.size, mtimeMs: st.mtimeMs, ino: st.ino });
     } else if (st.isSymbolicLink()) {

@@ -480,6 +480,8 @@ export class DirectorySource implements AsyncDisposable {
           const rec = this.#files.get(rel);
           if (rec) rec.seenInScan = scanId;
         }
+        // Polls: resident files found unchanged come back as our own records.
+        for (const rec of result.unchanged) rec.seenInScan = scanId;
         for (const dir of result.dirs) this.#watcher.watchDir(dir);
         for (const [rel, rec] of this.#files) {
           // Gone (deleted, moved away) or no longer matching: forget it.
