@@ -93,7 +93,11 @@ export function createMetrics(service: ServiceKind): Metrics;
 export function createMetrics(service: ServiceKind): Metrics {
   const registry = new Registry();
   registry.setDefaultLabels({ service });
-  collectDefaultMetrics({ register: registry });
+  // prom-client samples the event-loop delay every 10 ms by default: a timer
+  // firing 100 times a second, which was most of an idle service's CPU (about
+  // 0.4 % of a CPU on its own). Every 100 ms still catches any stall that
+  // matters for nodejs_eventloop_lag_* (the /healthz lag check samples separately).
+  collectDefaultMetrics({ register: registry, eventLoopMonitoringPrecision: 100 });
 
   const key = service === "consumer" ? "source" : "group";
   const registers = [registry];
