@@ -2,6 +2,10 @@ import { pino, type Logger, type LoggerOptions } from "pino";
 
 export type { Logger } from "pino";
 
+/** Longest a log line waits in the buffer. */
+const LOG_FLUSH_MS = 100;
+const LOG_BUFFER_BYTES = 8 * 1024;
+
 export interface LoggerConfig {
   LOG_LEVEL: string;
   LOG_PRETTY: boolean;
@@ -30,11 +34,30 @@ export function createLogger(config: LoggerConfig, bindings: { service: string }
       transport: { target: "pino-pretty", options: { colorize: true, translateTime: "SYS:standard" } },
     });
   }
-  // Asynchronous writes: a line costs no system call on the event loop, and
-  // lines logged while a write is under way go out together in the next one.
-  // pino flushes what is buffered on exit (including process.exit()); only a
-  // SIGKILL can lose the last few milliseconds of lines.
-  return pino(options, pino.destination({ dest: 1, sync: false }));
+  // Buffered, asynchronous writes: under load many lines share one write (a
+  // line per file was a system call per file); a timer flushes whatever waits,
+  // so a line is out within LOG_FLUSH_MS. pino flushes the buffer on exit
+  // (including process.exit()); only a SIGKILL can lose the last lines.
+  const dest = pino.destination({ dest: 1, sync: false, minLength: LOG_BUFFER_BYTES });
+  // Two ticks after the last line: a flush that found a write under way is retried.
+  let ticksToFlush = 0;
+  setInterval(() => {
+    if (ticksToFlush === 0) return;
+    ticksToFlush--;
+    dest.flush();
+  }, LOG_FLUSH_MS).unref();
+  return pino(
+    {
+      ...options,
+      hooks: {
+        streamWrite: (line) => {
+          ticksToFlush = 2;
+          return line;
+        },
+      },
+    },
+    dest,
+  );
 }
 
 /** A logger that discards everything (tests, library use without a logger). */
