@@ -16,6 +16,8 @@ import {
 import { Pipeline } from "./pipeline.js";
 
 const SIZE = Number(process.env.BENCH_LARGE_BYTES ?? 1024 ** 3);
+/** PAYLOAD_CHUNK_BYTES for the consumer (unset: its default). */
+const CHUNK = process.env.BENCH_PAYLOAD_CHUNK_BYTES;
 
 async function sha256File(path: string): Promise<string> {
   const h = createHash("sha256");
@@ -29,7 +31,9 @@ async function sha256File(path: string): Promise<string> {
  * `cp` and relayed end to end in the same run; peak RSS (VmHWM) per service.
  */
 it(`large file: ${(SIZE / 1024 ** 2).toFixed(0)} MiB end to end, next to cp`, async () => {
-  await using pipe = await Pipeline.start({ consumerEnv: { STABILITY_MS: "200" } });
+  await using pipe = await Pipeline.start({
+    consumerEnv: { STABILITY_MS: "200", ...(CHUNK ? { PAYLOAD_CHUNK_BYTES: CHUNK } : {}) },
+  });
   await pipe.warmUp();
   const tree = join(pipe.staging, "tree");
   await mkdir(tree, { recursive: true });
@@ -66,6 +70,7 @@ it(`large file: ${(SIZE / 1024 ** 2).toFixed(0)} MiB end to end, next to cp`, as
     machine: await machineInfo(),
     metrics: {
       bytes: SIZE,
+      payloadChunkBytes: CHUNK ?? "default",
       filerelayMBps: Number(mbps.toFixed(1)),
       cpMBps: Number(cpMbps.toFixed(1)),
       ratioToCp: Number((mbps / cpMbps).toFixed(3)),
