@@ -516,7 +516,7 @@ export class DirectorySource implements AsyncDisposable {
         this.#log.debug(
           {
             light,
-            files: result.files.length + result.known.length,
+            files: result.files.length + result.known.length + result.unchanged.length,
             durationMs: Date.now() - started,
             // Process CPU during the scan (includes files being published meanwhile).
             cpuMs,
