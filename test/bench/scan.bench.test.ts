@@ -1,4 +1,4 @@
-import { mkdir } from "node:fs/promises";
+import { mkdir, readdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { it } from "vitest";
@@ -13,6 +13,28 @@ const median = (xs: number[]) => {
   const s = [...xs].sort((a, b) => a - b);
   return s.length === 0 ? null : s[Math.floor(s.length / 2)]!;
 };
+
+/**
+ * CPU seconds of a process so far, split by thread: the main (JavaScript)
+ * thread, libuv's thread pool, and the rest (V8's platform workers: concurrent
+ * and parallel garbage collection, compilation).
+ */
+async function threadCpuOf(pid: number): Promise<{ main: number; libuv: number; other: number }> {
+  const out = { main: 0, libuv: 0, other: 0 };
+  for (const tid of await readdir(`/proc/${pid}/task`).catch(() => [])) {
+    const [stat, comm] = await Promise.all([
+      readFile(`/proc/${pid}/task/${tid}/stat`, "utf8").catch(() => ""),
+      readFile(`/proc/${pid}/task/${tid}/comm`, "utf8").catch(() => ""),
+    ]);
+    if (!stat) continue;
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    const sec = (Number(fields[11]) + Number(fields[12])) / 100;
+    if (tid === String(pid)) out.main += sec;
+    else if (comm.startsWith("libuv-worker")) out.libuv += sec;
+    else out.other += sec;
+  }
+  return out;
+}
 
 /**
  * Benchmark 5: 100,000 already-processed files left in place (no ARCHIVE_DIR);
@@ -40,10 +62,14 @@ it(`scan cost: ${FILES} resident files, leave-in-place`, async () => {
   await sleep(POLL_MS); // lets the relay's last scans pass: a measurement window, not synchronization
   const logLines0 = (await pipe.consumer.logs()).length;
   const cpu0 = await cpuSecondsOf(pipe.consumer.pid);
+  const threads0 = await threadCpuOf(pipe.consumer.pid);
   const t0 = performance.now();
   await sleep(IDLE_MS); // the measurement window
   const cpuSec = (await cpuSecondsOf(pipe.consumer.pid)) - cpu0;
+  const threads1 = await threadCpuOf(pipe.consumer.pid);
   const wallSec = (performance.now() - t0) / 1000;
+  const threadPercent = (k: keyof typeof threads0) =>
+    Number((((threads1[k] - threads0[k]) / wallSec) * 100).toFixed(2));
   const note = loadNote();
   const polls = (await pipe.consumer.logs())
     .slice(logLines0)
@@ -59,11 +85,16 @@ it(`scan cost: ${FILES} resident files, leave-in-place`, async () => {
       idleWindowSec: Number(wallSec.toFixed(1)),
       pollsInWindow: full.length,
       idleCpuPercent: Number(((cpuSec / wallSec) * 100).toFixed(2)),
+      idleCpuPercentMainThread: threadPercent("main"),
+      idleCpuPercentLibuvPool: threadPercent("libuv"),
+      idleCpuPercentOtherThreads: threadPercent("other"),
+      pollCpuMsInWindow: full.reduce((sum, l) => sum + Number(l.cpuMs), 0),
       pollCpuMs: median(full.map((l) => Number(l.cpuMs))),
       pollWallMs: median(full.map((l) => Number(l.durationMs))),
     },
     notes: [
       `POLL_INTERVAL_MS=${POLL_MS}; poll CPU/wall = median over the full scans in the idle window (the consumer's "scan done" debug line)`,
+      "idle CPU by thread: main = JavaScript and its synchronous system calls, libuv = thread pool (readdir, async fs), other = V8 platform workers (concurrent/parallel GC) and the rest",
       note,
     ],
   });
