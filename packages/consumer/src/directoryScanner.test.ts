@@ -184,6 +184,12 @@ describe("DirectoryScanner", () => {
         ],
       });
       expect(ours.sort(), JSON.stringify(c)).toEqual(theirs.sort());
+      for (const rel of rels) {
+        const marker = c.readyMarkerSuffix !== undefined && rel.endsWith(c.readyMarkerSuffix);
+        expect(s.isCandidate(rel), `${rel} ${JSON.stringify(c)}`).toBe(
+          !marker && theirs.includes(rel) && !rel.split("/").some((seg) => seg.startsWith(".")),
+        );
+      }
     }
   });
 

@@ -119,6 +119,15 @@ export class DirectoryScanner {
     return ALWAYS_SKIPPED_EXTENSIONS.some((ext) => name.endsWith(ext));
   }
 
+  /**
+   * Would a scan list this path as a candidate, were it a regular file? (Not a
+   * marker, not ignored, selected by the patterns.) Lets a file-system event
+   * for a new file be handled without a scan.
+   */
+  isCandidate(rel: string): boolean {
+    return this.markerTarget(rel) === undefined && !this.isIgnoredPath(rel) && this.#matcher.matches(rel);
+  }
+
   /** Is this the ready marker of another file? Returns that file's relative path. */
   markerTarget(rel: string): string | undefined {
     const suffix = this.#options.readyMarkerSuffix;
