@@ -1,18 +1,6 @@
 import { createHash, randomBytes } from "node:crypto";
-import { constants, createReadStream } from "node:fs";
-import {
-  access,
-  link,
-  lstat,
-  mkdir,
-  open,
-  readdir,
-  realpath,
-  rename,
-  stat,
-  unlink,
-  type FileHandle,
-} from "node:fs/promises";
+import { constants, createReadStream, linkSync, lstatSync, realpathSync, unlinkSync } from "node:fs";
+import { access, mkdir, open, readdir, realpath, rename, stat, unlink, type FileHandle } from "node:fs/promises";
 import { hostname } from "node:os";
 import { basename, dirname, isAbsolute, join, relative, sep } from "node:path";
 import { pipeline } from "node:stream/promises";
@@ -361,7 +349,7 @@ export function createFsSink(options: FsSinkOptions, deps: FsSinkDeps): Sink {
   /** Renames temp → candidate unless candidate exists; false if it does. */
   async function placeNoReplace(temp: string, candidate: string): Promise<boolean> {
     try {
-      await link(temp, candidate);
+      linkSync(temp, candidate);
     } catch (err) {
       const code = errno(err);
       if (code === "EEXIST") return false;
@@ -371,19 +359,14 @@ export function createFsSink(options: FsSinkOptions, deps: FsSinkDeps): Sink {
       await rename(temp, candidate);
       return true;
     }
-    await unlink(temp);
+    unlinkSync(temp);
     return true;
   }
 
   /** absent | same (identical content) | other (anything else there). */
   async function contentState(path: string, envelope: Envelope | undefined): Promise<"absent" | "same" | "other"> {
-    let st;
-    try {
-      st = await lstat(path);
-    } catch (err) {
-      if (errno(err) === "ENOENT") return "absent";
-      throw err;
-    }
+    const st = lstatSync(path, { throwIfNoEntry: false });
+    if (!st) return "absent";
     if (!envelope || !st.isFile() || st.size !== envelope.size) return "other";
     const hash = createHash("sha256");
     await pipeline(createReadStream(path), hash);
@@ -408,7 +391,10 @@ export function createFsSink(options: FsSinkOptions, deps: FsSinkDeps): Sink {
 
   async function assertRealInside(dir: string): Promise<void> {
     realRoot ??= await realpath(root);
-    const realDir = await realpath(dir);
+    // Synchronous, like the other per-file metadata calls of this sink (lstat,
+    // link, unlink): each takes microseconds on a local file system, while a
+    // thread-pool round trip per call cost more CPU than the call itself.
+    const realDir = realpathSync.native(dir);
     const rel = relative(realRoot, realDir);
     if (isAbsolute(rel) || rel === ".." || rel.startsWith(`..${sep}`)) {
       throw new SinkError(
