@@ -37,7 +37,7 @@ export const consumerEnvSchema = z.object({
     "Comma-separated globs to skip (a pattern without '/' matches at any depth); dotfiles and *.tmp *.part *.partial *.crdownload *.swp are always skipped",
   ).default([]),
   POLL_INTERVAL_MS: envInt(
-    "Shortest interval between full directory scans (polls). Adaptive: the next poll starts no sooner than max(POLL_INTERVAL_MS, 60 × the CPU time of the last poll; at most 10 min), so polling a large INPUT_DIR takes at most ~1.7 % of a CPU; file-system events still trigger immediate checks of the changed paths (new files are seen after ≈ STABILITY_MS)",
+    "Shortest interval between full directory scans (polls). Adaptive: the next poll starts no sooner than max(POLL_INTERVAL_MS, 100 × the CPU time of the last poll; at most 10 min), so polling a large INPUT_DIR takes at most ~1 % of a CPU; file-system events still trigger immediate checks of the changed paths (new files are seen after ≈ STABILITY_MS)",
     {
       min: 10,
     },
