@@ -39,19 +39,27 @@ export function createLogger(config: LoggerConfig, bindings: { service: string }
   // so a line is out within LOG_FLUSH_MS. pino flushes the buffer on exit
   // (including process.exit()); only a SIGKILL can lose the last lines.
   const dest = pino.destination({ dest: 1, sync: false, minLength: LOG_BUFFER_BYTES });
-  // Two ticks after the last line: a flush that found a write under way is retried.
-  let ticksToFlush = 0;
-  setInterval(() => {
-    if (ticksToFlush === 0) return;
-    ticksToFlush--;
+  // A timer runs only while lines wait: one tick after a line, and one more
+  // (a flush that found a write under way is retried); idle, nothing wakes up.
+  let timer: NodeJS.Timeout | undefined;
+  let linesSinceTick = false;
+  const tick = () => {
+    timer = undefined;
+    const again = linesSinceTick;
+    linesSinceTick = false;
     dest.flush();
-  }, LOG_FLUSH_MS).unref();
+    if (again) arm();
+  };
+  const arm = () => {
+    timer ??= setTimeout(tick, LOG_FLUSH_MS).unref();
+  };
   return pino(
     {
       ...options,
       hooks: {
         streamWrite: (line) => {
-          ticksToFlush = 2;
+          linesSinceTick = true;
+          arm();
           return line;
         },
       },
