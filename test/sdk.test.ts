@@ -2,6 +2,7 @@ import { createHash, randomBytes, randomUUID } from "node:crypto";
 import { mkdtemp, readFile, readdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { Readable } from "node:stream";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { headers as natsHeaders } from "@nats-io/nats-core";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
@@ -9,7 +10,9 @@ import { describe, expect, it } from "vitest";
 import {
   consumeFiles,
   envelopeToHeaders,
+  jetstreamNames,
   PermanentError,
+  putPayloadObject,
   SinkError,
   silentLogger,
   type ConsumeFilesOptions,
@@ -388,6 +391,55 @@ describe("consumeFiles() SDK (real nats-server)", () => {
     release();
     await waitFor(() => r.outcomes.length === 10, { message: "10 outcomes" });
     expect(maxRunning).toBe(3);
+    await r.stop();
+    await nc.close();
+  });
+
+  it("objectConcurrency bounds Object Store payload handlers while inline files keep flowing", async () => {
+    await using nats = await startNats();
+    const nc = await connectTo(nats);
+    let release!: () => void;
+    const gate = new Promise<void>((res) => {
+      release = res;
+    });
+    let objects = 0;
+    let maxObjects = 0;
+    await using r = run(
+      nc,
+      async (ctx) => {
+        if (ctx.envelope.payload.kind === "object") {
+          objects++;
+          maxObjects = Math.max(maxObjects, objects);
+          await gate;
+          expect(await sha256Of(ctx)).toBe(ctx.envelope.sha256);
+          objects--;
+        } else {
+          expect(await sha256Of(ctx)).toBe(ctx.envelope.sha256);
+        }
+      },
+      { concurrency: 4, objectConcurrency: 1 },
+    );
+    await waitFor(async () => (await jetstreamManager(nc)).consumers.info("FILES", GROUP));
+    const { payloadBucket } = jetstreamNames({ STREAM: "FILES", SUBJECT: "files.input" });
+    for (let i = 0; i < 2; i++) {
+      const file = inlineFile(randomBytes(300_000));
+      const put = await putPayloadObject(nc, {
+        bucket: payloadBucket,
+        name: file.envelope.id,
+        source: Readable.from([file.body]),
+      });
+      expect(put.sha256).toBe(file.envelope.sha256);
+      file.envelope.payload = { kind: "object", bucket: payloadBucket, name: file.envelope.id };
+      await publish(nc, { envelope: file.envelope, body: Buffer.alloc(0) });
+    }
+    for (let i = 0; i < 3; i++) await publish(nc, inlineFile());
+    // The inline files are handled while one object handler holds the only object turn.
+    await waitFor(() => r.outcomes.filter((o) => o.outcome === "acked").length === 3, { message: "3 inline acked" });
+    expect(objects).toBe(1);
+    release();
+    await waitFor(() => r.outcomes.length === 5, { message: "5 outcomes" });
+    expect(r.outcomes.every((o) => o.outcome === "acked")).toBe(true);
+    expect(maxObjects).toBe(1);
     await r.stop();
     await nc.close();
   });

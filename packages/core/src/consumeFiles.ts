@@ -18,6 +18,7 @@ import { jetstreamNames } from "./names.js";
 import { connectNats } from "./nats.js";
 import { checkObjectPayload, openPayload } from "./payload.js";
 import { DEFAULT_ACK_WAIT_MS, provision } from "./provision.js";
+import { createSemaphore } from "./semaphore.js";
 
 export interface FileContext {
   envelope: Envelope;
@@ -58,6 +59,12 @@ export interface ConsumeFilesOptions {
   stream?: string;
   /** Handlers run at once (default 4); never more messages are pulled than can run. */
   concurrency?: number;
+  /**
+   * Of those, handlers of Object Store payloads (large files) at once (default:
+   * `concurrency`): bounds the memory of payload streams while small inline
+   * files keep every slot busy. The others wait, kept alive, for a turn.
+   */
+  objectConcurrency?: number;
   signal?: AbortSignal;
   /** Attempts before a transient failure is dead-lettered (default 5). */
   maxDeliver?: number;
@@ -125,6 +132,7 @@ export async function consumeFiles(
   const streamName = options.stream ?? "FILES";
   const subject = options.subject ?? "files.input";
   const concurrency = Math.max(1, options.concurrency ?? 4);
+  const objectSlots = createSemaphore(Math.min(concurrency, Math.max(1, options.objectConcurrency ?? concurrency)));
   const maxDeliver = Math.max(1, options.maxDeliver ?? 5);
   const backoffMs = options.backoffMs ?? 1000;
   const maxBackoffMs = options.maxBackoffMs ?? 15 * 60_000;
@@ -358,10 +366,14 @@ export async function consumeFiles(
           signal: entry.abort.signal,
           headers,
         };
+        let releaseObjectSlot: (() => void) | undefined;
         try {
           // An envelope lying about its object (size, digest, bucket) is refused before
           // the sink reserves disk space for it or starts writing.
           if (envelope.payload.kind === "object") {
+            releaseObjectSlot = await objectSlots.acquire();
+            // Handed back (drain deadline) while waiting for a turn.
+            if (entry.settled) return;
             await checkObjectPayload(nc, envelope, envelope.payload, { allowedBuckets });
           }
           await handler(ctx);
@@ -387,6 +399,8 @@ export async function consumeFiles(
             finish(entry, { envelope, outcome: "retry", code, error: text, delayMs, ...base() }, flog);
           }
           return;
+        } finally {
+          releaseObjectSlot?.();
         }
         if (entry.settled) return;
         entry.settled = true;

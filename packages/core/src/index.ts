@@ -18,3 +18,4 @@ export * from "./payloadJanitor.js";
 export * from "./deadLetter.js";
 export * from "./consumeFiles.js";
 export * from "./configReference.js";
+export * from "./semaphore.js";
