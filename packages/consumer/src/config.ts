@@ -59,6 +59,10 @@ export const consumerEnvSchema = z.object({
   CONCURRENCY: envInt(
     "Files read and published at once (a published file's archiving and fingerprint record then run without a slot, up to 4 × CONCURRENCY files)",
     { min: 1, max: 1024 },
+  ).default(32),
+  LARGE_FILE_CONCURRENCY: envInt(
+    "Of those, files larger than INLINE_MAX_BYTES uploaded to the Object Store at once: bounds the memory of uploads (up to ~5 MiB each)",
+    { min: 1, max: 1024 },
   ).default(4),
   FOLLOW_SYMLINKS: envBool(
     "Publish symlinked files (links resolving outside INPUT_DIR are refused; symlinked directories are never entered)",

@@ -13,6 +13,7 @@ import {
 } from "@nats-io/jetstream";
 import mime from "mime";
 import {
+  createSemaphore,
   deletePayloadObject,
   describeError,
   envelopeToHeaders,
@@ -30,6 +31,7 @@ import {
   type Envelope,
   type Logger,
   type NatsConnection,
+  type Semaphore,
 } from "@filerelay/core";
 import { ClaimStore, type Claim } from "./claimStore.js";
 import type { ConsumerConfig } from "./config.js";
@@ -269,6 +271,8 @@ export class DirectorySource implements AsyncDisposable {
   readonly #loggedSkips = new Set<string>();
 
   readonly #workers = new Set<Promise<void>>();
+  /** Of those, uploads to the Object Store at once (LARGE_FILE_CONCURRENCY). */
+  readonly #uploadSlots: Semaphore;
   /** Workers before their PubAck: CONCURRENCY bounds these (reading, uploading, publishing). */
   #publishing = 0;
   readonly #background = new Set<Promise<void>>();
@@ -309,6 +313,7 @@ export class DirectorySource implements AsyncDisposable {
     this.#claims = stores.claims;
     this.#fingerprints = stores.fingerprints;
     this.#jsm = stores.jsm;
+    this.#uploadSlots = createSemaphore(Math.min(config.CONCURRENCY, config.LARGE_FILE_CONCURRENCY));
     this.#js = jetstream(options.nc, { timeout: PUBLISH_TIMEOUT_MS });
     this.#payloadBucket = jetstreamNames(config).payloadBucket;
     this.#scanner = new DirectoryScanner({
@@ -1145,7 +1150,14 @@ export class DirectorySource implements AsyncDisposable {
         }
         if (!inline && fh) {
           // Not inline: stream the file into the Object Store first.
-          const uploaded = await this.#upload(fh, identity, envelope, claim);
+          // Uploads hold memory (the in-flight window): fewer at once than CONCURRENCY.
+          const releaseUpload = await this.#uploadSlots.acquire();
+          let uploaded: { sha256: string } | "changed";
+          try {
+            uploaded = await this.#upload(fh, identity, envelope, claim);
+          } finally {
+            releaseUpload();
+          }
           if (uploaded === "changed") return { kind: "changed" };
           envelope.sha256 = uploaded.sha256;
           open_ = false;

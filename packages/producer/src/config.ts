@@ -85,7 +85,14 @@ export const producerEnvShape = {
   DISK_SPACE_FACTOR: envFactor(
     "Free space required on OUTPUT_DIR's filesystem before a write, as a multiple of the file size (0 disables)",
   ).default(2),
-  CONCURRENCY: envInt("Envelopes handled at once by this process", { min: 1, max: 256 }).default(4),
+  CONCURRENCY: envInt(
+    "Envelopes handled at once by this process (many small files share the cost of each wake-up, pull and directory fsync)",
+    { min: 1, max: 256 },
+  ).default(32),
+  LARGE_FILE_CONCURRENCY: envInt(
+    "Of those, files sent through the Object Store (larger than the consumer's INLINE_MAX_BYTES) handled at once: bounds the memory of payload streams (up to ~10 MiB each)",
+    { min: 1, max: 256 },
+  ).default(4),
   MAX_DELIVER: envInt("Attempts per envelope before it is dead-lettered", { min: 1, max: 1000 }).default(5),
   RETRY_BACKOFF_MS: envInt("Base redelivery delay after a transient failure: RETRY_BACKOFF_MS × 2^(attempt-1)", {
     max: 3_600_000,

@@ -214,6 +214,7 @@ export async function runProducer(config: ProducerConfig, options: RunProducerOp
       subject: config.SUBJECT,
       stream: config.STREAM,
       concurrency: config.CONCURRENCY,
+      objectConcurrency: config.LARGE_FILE_CONCURRENCY,
       signal,
       maxDeliver: config.MAX_DELIVER,
       backoffMs: config.RETRY_BACKOFF_MS,
