@@ -1,4 +1,4 @@
-import { mkdir, readdir, stat, writeFile } from "node:fs/promises";
+import { mkdir, readdir, rename, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { startNats, waitFor } from "./support/index.js";
@@ -65,6 +65,42 @@ describe("consumer service: a burst of 10,000 files", () => {
       for (let i = CONCURRENCY; i < order.length; i++) if (order[i]! < order[i - CONCURRENCY]!) inversions++;
       expect(inversions).toBe(0);
       expect(await listFiles(dirs.input)).toEqual([]);
+      expect(await svc.stop()).toBe(0);
+    },
+  );
+
+  it.skipIf(process.platform !== "linux")(
+    "LARGE_FILE_CONCURRENCY=1: small files flow at CONCURRENCY while Object Store uploads go one at a time",
+    { timeout: 120_000 },
+    async () => {
+      await using nats = await startNats();
+      await using dirs = await makeConsumerDirs();
+      await using stream = await openStreamReader(nats.url);
+      await using svc = startConsumer(
+        consumerEnv(nats.url, dirs, { CONCURRENCY: "8", LARGE_FILE_CONCURRENCY: "1", INLINE_MAX_BYTES: "65536" }),
+      );
+      await consumerStarted(svc);
+      const baseline = await openFds(svc.pid);
+      // Written elsewhere and renamed in, so all are there (and stable) at once.
+      const staging = join(dirs.root, "staging-large");
+      await mkdir(staging, { recursive: true });
+      for (let i = 0; i < 8; i++) await writeFile(join(staging, `big${i}.bin`), Buffer.alloc(8 * 1024 * 1024, i));
+      for (let i = 0; i < 40; i++) await writeFile(join(staging, `small${i}.txt`), `small ${i}\n`);
+      await rename(staging, join(dirs.input, "batch"));
+      let maxFds = baseline;
+      await waitFor(
+        async () => {
+          maxFds = Math.max(maxFds, await openFds(svc.pid));
+          return (await stream.count()) >= 48;
+        },
+        { timeoutMs: 90_000, intervalMs: 5, message: "48 messages" },
+      );
+      const envelopes = await stream.read();
+      expect(envelopes).toHaveLength(48);
+      expect(envelopes.filter((m) => m.headers["ce-payload"]?.startsWith("object:"))).toHaveLength(8);
+      // Source files of uploads are the only ones held open (small files are read and closed at once):
+      // one upload at a time, not CONCURRENCY of them.
+      expect(maxFds - baseline).toBeLessThanOrEqual(1 + 2);
       expect(await svc.stop()).toBe(0);
     },
   );

@@ -19,7 +19,7 @@ const FILES = Number(process.env.BENCH_SMALL_FILES ?? 10_000);
 const SIZE = 4096;
 /** Producer counts to run (benchmark 6); BENCH_PRODUCERS=1 runs benchmark 1 alone. */
 const PRODUCERS = (process.env.BENCH_PRODUCERS ?? "1,2,4").split(",").map(Number);
-/** e.g. BENCH_CONCURRENCY=16 sets CONCURRENCY on both services (default: the services' default, 4). */
+/** e.g. BENCH_CONCURRENCY=16 sets CONCURRENCY on both services (default: the services' default, 32). */
 const extraEnv: Record<string, string> = process.env.BENCH_CONCURRENCY
   ? { CONCURRENCY: process.env.BENCH_CONCURRENCY }
   : {};
@@ -77,7 +77,7 @@ it(`small files: ${FILES} × 4 KiB end to end, next to cp -r and rclone copy`, a
       files: FILES,
       fileBytes: SIZE,
       producers: PRODUCERS[0]!,
-      concurrency: Number(extraEnv.CONCURRENCY ?? 4),
+      concurrency: Number(extraEnv.CONCURRENCY ?? 32),
       filerelayFilesPerSec: filesPerSec,
       cpFilesPerSec,
       rcloneFilesPerSec,

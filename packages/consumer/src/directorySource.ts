@@ -1014,6 +1014,19 @@ export class DirectorySource implements AsyncDisposable {
   }
 
   async #attempt(rec: TrackedFile, release: () => void): Promise<AttemptResult> {
+    if (rec.size <= this.#config.INLINE_MAX_BYTES) return this.#attemptOnce(rec, release);
+    // Uploads hold memory (the in-flight window): fewer at once than CONCURRENCY.
+    // The turn is taken before the file is opened or claimed, so a claim is
+    // never held (unrefreshed) while waiting.
+    const releaseUpload = await this.#uploadSlots.acquire();
+    try {
+      return await this.#attemptOnce(rec, release);
+    } finally {
+      releaseUpload();
+    }
+  }
+
+  async #attemptOnce(rec: TrackedFile, release: () => void): Promise<AttemptResult> {
     const config = this.#config;
     if (rec.refused) throw new SourceError("SYMLINK_REFUSED", rec.refused, { details: { path: rec.rel } });
     if (config.MAX_FILE_SIZE !== undefined && rec.size > config.MAX_FILE_SIZE) {
@@ -1150,14 +1163,7 @@ export class DirectorySource implements AsyncDisposable {
         }
         if (!inline && fh) {
           // Not inline: stream the file into the Object Store first.
-          // Uploads hold memory (the in-flight window): fewer at once than CONCURRENCY.
-          const releaseUpload = await this.#uploadSlots.acquire();
-          let uploaded: { sha256: string } | "changed";
-          try {
-            uploaded = await this.#upload(fh, identity, envelope, claim);
-          } finally {
-            releaseUpload();
-          }
+          const uploaded = await this.#upload(fh, identity, envelope, claim);
           if (uploaded === "changed") return { kind: "changed" };
           envelope.sha256 = uploaded.sha256;
           open_ = false;
