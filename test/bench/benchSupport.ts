@@ -4,7 +4,7 @@ import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from "node:fs/promis
 import { cpus, loadavg, tmpdir, totalmem } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
-import { randomBytes } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import { once } from "node:events";
 
 const run = promisify(execFile);
@@ -15,9 +15,33 @@ export const RESULTS_DIR = new URL("../../bench-results/", import.meta.url);
 export interface BenchResult {
   name: string;
   takenAt: string;
-  machine: { cpus: number; cpuModel: string; memGiB: number; node: string; natsServer: string };
+  machine: {
+    cpus: number;
+    cpuModel: string;
+    memGiB: number;
+    node: string;
+    natsServer: string;
+    /** CPU ms of calibrationCpuMs()'s fixed workload when the result was written. */
+    calibrationCpuMs: number;
+  };
   metrics: Record<string, number | string | null>;
   notes?: string[];
+}
+
+/**
+ * CPU milliseconds of a fixed workload (SHA-256 of 64 MiB, 200,000 small
+ * JSON.stringify calls): how fast this (virtual) CPU is right now. On a shared
+ * host the same work has taken 170–280 ms within one hour, and CPU per file
+ * moves with it; results are comparable only next to this figure.
+ */
+export function calibrationCpuMs(): number {
+  const before = process.cpuUsage();
+  const block = Buffer.alloc(1024 * 1024, 7);
+  let sink = 0;
+  for (let i = 0; i < 64; i++) sink += createHash("sha256").update(block).digest()[0]!;
+  for (let i = 0; i < 200_000; i++) sink += JSON.stringify({ i, s: "x".repeat(i % 50) }).length;
+  const used = process.cpuUsage(before);
+  return sink < 0 ? -1 : Math.round((used.user + used.system) / 1000);
 }
 
 export async function machineInfo(): Promise<BenchResult["machine"]> {
@@ -38,6 +62,7 @@ export async function machineInfo(): Promise<BenchResult["machine"]> {
     memGiB: Math.round(totalmem() / 1024 ** 3),
     node: process.version,
     natsServer,
+    calibrationCpuMs: calibrationCpuMs(),
   };
 }
 

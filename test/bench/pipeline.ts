@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { closeSync, openSync } from "node:fs";
-import { lstat, mkdir, readdir, readFile, rename, writeFile } from "node:fs/promises";
+import { lstat, mkdir, open, readdir, rename, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import {
   guardChild,
@@ -58,17 +58,37 @@ export class BenchService {
 
   /** Parsed JSON log lines written so far. */
   async logs(): Promise<LogLine[]> {
-    const text = await readFile(this.logFile, "utf8").catch(() => "");
-    const out: LogLine[] = [];
+    return (await this.logsFrom(0)).lines;
+  }
+
+  /** Parsed log lines from byte `from` on, and the byte offset they end at (the next call's `from`). */
+  async logsFrom(from: number): Promise<{ lines: LogLine[]; end: number }> {
+    let text = "";
+    let end = from;
+    const fh = await open(this.logFile).catch(() => undefined);
+    if (fh) {
+      try {
+        const size = (await fh.stat()).size;
+        const buf = Buffer.alloc(Math.max(0, size - from));
+        const { bytesRead } = await fh.read(buf, 0, buf.length, from);
+        // Only whole lines: a line still being written is read by the next call.
+        const last = buf.subarray(0, bytesRead).lastIndexOf(0x0a);
+        text = buf.subarray(0, last + 1).toString("utf8");
+        end = from + last + 1;
+      } finally {
+        await fh.close();
+      }
+    }
+    const lines: LogLine[] = [];
     for (const line of text.split("\n")) {
       if (!line.trim()) continue;
       try {
-        out.push(JSON.parse(line) as LogLine);
+        lines.push(JSON.parse(line) as LogLine);
       } catch {
-        out.push({ msg: line, level: "raw" });
+        lines.push({ msg: line, level: "raw" });
       }
     }
-    return out;
+    return { lines, end };
   }
 
   async waitForLog(pred: (l: LogLine) => boolean, what: string, timeoutMs = 60_000): Promise<LogLine> {

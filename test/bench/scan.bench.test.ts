@@ -1,8 +1,8 @@
 import { mkdir, readdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
-import { setTimeout as sleep } from "node:timers/promises";
 import { it } from "vitest";
 import { cpuSecondsOf, loadNote, machineInfo, makeFiles, syncDisk, writeResult } from "./benchSupport.js";
+import { waitFor, type LogLine } from "../support/index.js";
 import { Pipeline } from "./pipeline.js";
 
 const FILES = Number(process.env.BENCH_SCAN_FILES ?? 100_000);
@@ -59,22 +59,35 @@ it(`scan cost: ${FILES} resident files, leave-in-place`, async () => {
   const relayMs = await pipe.relayTree(tree, FILES, 30 * 60_000);
 
   // Idle: everything is processed and left in place; the consumer only polls.
-  await sleep(POLL_MS); // lets the relay's last scans pass: a measurement window, not synchronization
-  const logLines0 = (await pipe.consumer.logs()).length;
+  // Adaptive spacing puts full polls max(POLL_INTERVAL_MS, 100 × a poll's CPU)
+  // apart, so a fixed 60 s window may hold none (and flatter the idle figure)
+  // or one too many. The window therefore runs from the end of one full poll
+  // to the end of the first full poll at least IDLE_MS later: whole poll
+  // cycles, each poll counted once.
+  const isFullPoll = (l: LogLine) =>
+    l.msg === "scan done" && l.light === false && typeof l.durationMs === "number" && Number(l.files) >= FILES;
+  /** Waits (no earlier than `notBefore`) for a full poll logged after byte `from`; resolves to the log offset after it. */
+  const nextFullPoll = async (from: number, notBefore: number, timeoutMs: number) =>
+    waitFor(
+      async () => {
+        if (performance.now() < notBefore) return undefined;
+        const { lines, end } = await pipe.consumer.logsFrom(from);
+        return lines.some(isFullPoll) ? end : undefined;
+      },
+      { timeoutMs, intervalMs: 250, message: "a full poll of INPUT_DIR" },
+    );
+  const start = await nextFullPoll((await pipe.consumer.logsFrom(0)).end, 0, 5 * 60_000);
   const cpu0 = await cpuSecondsOf(pipe.consumer.pid);
   const threads0 = await threadCpuOf(pipe.consumer.pid);
   const t0 = performance.now();
-  await sleep(IDLE_MS); // the measurement window
+  await nextFullPoll(start, t0 + IDLE_MS, IDLE_MS + 5 * 60_000);
   const cpuSec = (await cpuSecondsOf(pipe.consumer.pid)) - cpu0;
   const threads1 = await threadCpuOf(pipe.consumer.pid);
   const wallSec = (performance.now() - t0) / 1000;
   const threadPercent = (k: keyof typeof threads0) =>
     Number((((threads1[k] - threads0[k]) / wallSec) * 100).toFixed(2));
   const note = loadNote();
-  const polls = (await pipe.consumer.logs())
-    .slice(logLines0)
-    .filter((l) => l.msg === "scan done" && l.light === false && typeof l.durationMs === "number");
-  const full = polls.filter((l) => Number(l.files) >= FILES);
+  const full = (await pipe.consumer.logsFrom(start)).lines.filter(isFullPoll);
   await writeResult({
     name: "scan",
     takenAt: new Date().toISOString(),
@@ -93,7 +106,7 @@ it(`scan cost: ${FILES} resident files, leave-in-place`, async () => {
       pollWallMs: median(full.map((l) => Number(l.durationMs))),
     },
     notes: [
-      `POLL_INTERVAL_MS=${POLL_MS}; poll CPU/wall = median over the full scans in the idle window (the consumer's "scan done" debug line)`,
+      `POLL_INTERVAL_MS=${POLL_MS}; the idle window runs from the end of a full poll to the end of the first full poll ${IDLE_MS / 1000} s or more later (whole poll cycles); poll CPU/wall = median over the full polls in it (the consumer's "scan done" debug line)`,
       "idle CPU by thread: main = JavaScript and its synchronous system calls, libuv = thread pool (readdir, async fs), other = V8 platform workers (concurrent/parallel GC) and the rest",
       note,
     ],
