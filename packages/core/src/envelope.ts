@@ -70,6 +70,7 @@ export interface Envelope {
 }
 
 export const HEADER_NAMES = Object.keys(envelopeHeadersSchema.shape) as (keyof EnvelopeHeaders)[];
+const HEADER_NAMES_BY_LOWER_CASE: ReadonlyMap<string, string> = new Map(HEADER_NAMES.map((n) => [n.toLowerCase(), n]));
 
 /** Longest file-name component most filesystems accept, in bytes. */
 export const MAX_NAME_BYTES = 255;
@@ -102,7 +103,7 @@ export function headersToRecord(hdrs: MsgHdrs | undefined): Record<string, strin
  * disagree on which value wins, so such an envelope is refused, not guessed at.
  */
 export function ambiguousHeaders(hdrs: MsgHdrs): string[] {
-  const known = new Map(HEADER_NAMES.map((n) => [n.toLowerCase(), n]));
+  const known = HEADER_NAMES_BY_LOWER_CASE;
   const seen = new Map<string, number>();
   for (const [k, values] of hdrs) {
     const name = known.get(k.toLowerCase());

@@ -11,6 +11,36 @@ export interface LoggerConfig {
   LOG_PRETTY: boolean;
 }
 
+/** Properties censored one level down in anything logged, as pino's redact paths `*.<key>` would. */
+const SECRET_KEYS = ["NATS_TOKEN", "NATS_PASSWORD", "password", "pass", "token", "secretAccessKey"] as const;
+const CENSOR = "[redacted]";
+
+/**
+ * `redact: { paths: ["*.password", …] }` by hand, for what a line logs: pino's
+ * generic redaction cost ~10 µs per line and ~2 µs per child logger, two
+ * thirds of a file's log line. Errors pass through whole (their serializer
+ * needs them).
+ */
+export function redactSecrets(obj: Record<string, unknown>): Record<string, unknown> {
+  let out = obj;
+  for (const key in obj) {
+    const value = obj[key];
+    if (value === null || typeof value !== "object" || value instanceof Error) continue;
+    let copy: Record<string, unknown> | undefined;
+    for (const secret of SECRET_KEYS) {
+      if (Object.hasOwn(value, secret)) {
+        copy ??= { ...(value as Record<string, unknown>) };
+        copy[secret] = CENSOR;
+      }
+    }
+    if (copy) {
+      if (out === obj) out = { ...obj };
+      out[key] = copy;
+    }
+  }
+  return out;
+}
+
 /**
  * JSON lines to stdout (one object per event) unless LOG_PRETTY. Child loggers
  * add `source`/`group` per service and `fileId` per file.
@@ -20,12 +50,9 @@ export function createLogger(config: LoggerConfig, bindings: { service: string }
     level: config.LOG_LEVEL,
     base: { ...bindings },
     timestamp: pino.stdTimeFunctions.isoTime,
-    formatters: { level: (label) => ({ level: label }) },
-    // Defence in depth: config values are redacted before logging anyway.
-    redact: {
-      paths: ["*.NATS_TOKEN", "*.NATS_PASSWORD", "*.password", "*.pass", "*.token", "*.secretAccessKey"],
-      censor: "[redacted]",
-    },
+    // Defence in depth: config values are redacted before logging anyway. (Child
+    // bindings are not passed through it: they are ids our code sets, never config.)
+    formatters: { level: (label) => ({ level: label }), log: redactSecrets },
     serializers: { err: pino.stdSerializers.errWithCause },
   };
   if (config.LOG_PRETTY) {
