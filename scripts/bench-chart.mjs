@@ -108,7 +108,7 @@ const taken = Object.values(results)
   .at(-1);
 const machine = Object.values(results)[0]?.machine;
 const header = machine
-  ? `filerelay benchmarks — ${machine.cpus} × ${machine.cpuModel}, ${machine.memGiB} GiB, Node ${machine.node}, ${machine.natsServer} — latest ${taken?.slice(0, 10) ?? "?"}`
+  ? `filerelay benchmarks ${taken?.slice(0, 10) ?? "?"} — ${machine.cpus} × ${machine.cpuModel}, Node ${machine.node}, ${machine.natsServer.replace(/^nats-server: /, "nats-server ")}`
   : "filerelay benchmarks";
 const legend = [
   ["ours", "filerelay"],
