@@ -397,8 +397,14 @@ describe("filerelay send and tail", () => {
 
   async function consumerId(path: string, source: string, name: string): Promise<string> {
     const st = await stat(path);
-    const head = (await readFile(path)).subarray(0, FINGERPRINT_HEAD_BYTES);
-    return fileVersionId(computeFingerprint({ head, size: st.size, mtimeMs: st.mtimeMs, source, relPath: name }));
+    const bytes = await readFile(path);
+    const head = bytes.subarray(0, FINGERPRINT_HEAD_BYTES);
+    // Files sent inline are fingerprinted by their whole content.
+    const sha256 = st.size <= 256 * 1024 ? createHash("sha256").update(bytes).digest("hex") : undefined;
+    const { ino, ctimeMs } = st;
+    return fileVersionId(
+      computeFingerprint({ head, sha256, size: st.size, mtimeMs: st.mtimeMs, ino, ctimeMs, source, relPath: name }),
+    );
   }
 
   it("publishes a small file inline and a large one through the Object Store, both reading back intact", async () => {

@@ -93,7 +93,18 @@ export async function sendFile(ctx: CommandContext, args: SendArgs): Promise<Sen
   } catch (err) {
     throw new SourceError("FILE_READ_FAILED", `reading ${args.file} failed`, { cause: err });
   }
-  const id = fileVersionId(computeFingerprint({ head, size: st.size, mtimeMs: st.mtimeMs, source, relPath: filename }));
+  const id = fileVersionId(
+    computeFingerprint({
+      head,
+      sha256: sha256 || undefined,
+      size: st.size,
+      mtimeMs: st.mtimeMs,
+      ino: st.ino,
+      ctimeMs: st.ctimeMs,
+      source,
+      relPath: filename,
+    }),
+  );
   const envelope: Envelope = {
     id,
     source,

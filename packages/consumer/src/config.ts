@@ -81,6 +81,10 @@ export const consumerEnvSchema = z.object({
     "How long a publish claim of a crashed replica blocks others (claims bucket max age, applied when the bucket is created)",
     { min: 1000 },
   ).default(120_000),
+  FINGERPRINT_TTL_MS: envInt(
+    "How long the record of a published file version is kept (fingerprint bucket max age, applied at start). Deleted or archived files need it only until they are disposed of; files left in place keep theirs refreshed while they stay, but a consumer stopped for longer than this publishes them again",
+    { min: 60_000 },
+  ).default(7 * 24 * 3_600_000),
 });
 
 type ParsedConsumerEnv = z.output<typeof consumerEnvSchema>;

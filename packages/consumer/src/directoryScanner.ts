@@ -1,6 +1,6 @@
-import { lstatSync, type Dirent, type Stats } from "node:fs";
+import { lstatSync, realpathSync, type Dirent, type Stats } from "node:fs";
 import { readdir, realpath, stat } from "node:fs/promises";
-import { isAbsolute, join, relative, resolve, sep } from "node:path";
+import { basename, dirname, isAbsolute, join, relative, resolve, sep } from "node:path";
 import fg from "fast-glob";
 import { GlobMatcher } from "./globMatcher.js";
 
@@ -26,6 +26,8 @@ export interface ScannedFile {
   size: number;
   mtimeMs: number;
   ino: number;
+  /** Status change time: set by the kernel on every write or rename, so a copy that keeps mtimes still changes it. */
+  ctimeMs: number;
   /** Set for a followed symlink: the resolved target, inside INPUT_DIR. */
   target?: string;
   /** Set when the path must never be read (a symlink resolving outside INPUT_DIR). */
@@ -55,6 +57,7 @@ export interface KnownFile {
   size: number;
   mtimeMs: number;
   ino: number;
+  ctimeMs: number;
   target?: string | undefined;
   refused?: string | undefined;
 }
@@ -90,9 +93,13 @@ export class DirectoryScanner {
       ...ALWAYS_SKIPPED_EXTENSIONS.map((ext) => `**/*${ext}`),
       ...options.excludePatterns.map(toDeepPattern),
     ];
+    // Compared as real paths: INPUT_DIR reached through a symlink (or ARCHIVE_DIR
+    // named through one) must still keep the archive out of the walk, or the
+    // consumer would publish its own archive again and again.
+    const realRoot = realPathOf(this.root);
     for (const dir of options.excludedDirs) {
       if (dir === undefined) continue;
-      const rel = relative(this.root, resolve(dir));
+      const rel = relative(realRoot, realPathOf(resolve(dir)));
       if (rel === "" || rel.startsWith("..") || isAbsolute(rel)) continue;
       const posix = rel.split(sep).join("/");
       this.#excludedPrefixes.push(`${posix}/`);
@@ -223,11 +230,12 @@ export class DirectoryScanner {
             was.refused === undefined &&
             st.size === was.size &&
             st.mtimeMs === was.mtimeMs &&
-            st.ino === was.ino
+            st.ino === was.ino &&
+            st.ctimeMs === was.ctimeMs
           ) {
             result.unchanged.push(was);
           } else {
-            result.files.push({ rel, size: st.size, mtimeMs: st.mtimeMs, ino: st.ino });
+            result.files.push({ rel, size: st.size, mtimeMs: st.mtimeMs, ino: st.ino, ctimeMs: st.ctimeMs });
           }
         } else {
           await this.#classify(rel, st, result);
@@ -251,7 +259,7 @@ export class DirectoryScanner {
 
   async #classify(rel: string, st: Stats, result: ScanResult<KnownFile>): Promise<void> {
     if (st.isFile()) {
-      result.files.push({ rel, size: st.size, mtimeMs: st.mtimeMs, ino: st.ino });
+      result.files.push({ rel, size: st.size, mtimeMs: st.mtimeMs, ino: st.ino, ctimeMs: st.ctimeMs });
     } else if (st.isSymbolicLink()) {
       if (!this.#options.followSymlinks) {
         result.skipped.push({ rel, reason: "symlink (FOLLOW_SYMLINKS=false)" });
@@ -260,7 +268,7 @@ export class DirectoryScanner {
       const resolved = await this.resolveSymlink(rel);
       if (resolved === undefined) return;
       if ("refused" in resolved) {
-        result.files.push({ rel, size: 0, mtimeMs: 0, ino: 0, refused: resolved.refused });
+        result.files.push({ rel, size: 0, mtimeMs: 0, ino: 0, ctimeMs: 0, refused: resolved.refused });
       } else if ("notFile" in resolved) {
         result.skipped.push({ rel, reason: "symlink to something other than a regular file" });
       } else {
@@ -278,7 +286,10 @@ export class DirectoryScanner {
   async resolveSymlink(
     rel: string,
   ): Promise<
-    { size: number; mtimeMs: number; ino: number; target: string } | { refused: string } | { notFile: true } | undefined
+    | { size: number; mtimeMs: number; ino: number; ctimeMs: number; target: string }
+    | { refused: string }
+    | { notFile: true }
+    | undefined
   > {
     this.#realRoot ??= await realpath(this.root);
     let target: string;
@@ -294,6 +305,25 @@ export class DirectoryScanner {
     if (!target.startsWith(this.#realRoot + sep)) {
       return { refused: `symlink resolves outside INPUT_DIR (to ${target})` };
     }
-    return { size: st.size, mtimeMs: st.mtimeMs, ino: st.ino, target };
+    return { size: st.size, mtimeMs: st.mtimeMs, ino: st.ino, ctimeMs: st.ctimeMs, target };
+  }
+}
+
+/**
+ * The real path of `path`, also for one that does not exist yet (ARCHIVE_DIR is
+ * created on first use): its nearest existing ancestor resolved, the rest appended.
+ */
+export function realPathOf(path: string): string {
+  const missing: string[] = [];
+  let current = path;
+  for (;;) {
+    try {
+      return join(realpathSync(current), ...missing.reverse());
+    } catch {
+      const parent = dirname(current);
+      if (parent === current) return path;
+      missing.push(basename(current));
+      current = parent;
+    }
   }
 }

@@ -1,5 +1,15 @@
 import { createHash, randomUUID } from "node:crypto";
-import { closeSync, constants, fstatSync, lstatSync, openSync, readSync, type Stats } from "node:fs";
+import {
+  closeSync,
+  constants,
+  fstatSync,
+  lstatSync,
+  openSync,
+  readSync,
+  statSync,
+  unlinkSync,
+  type Stats,
+} from "node:fs";
 import { open, type FileHandle } from "node:fs/promises";
 import { performance } from "node:perf_hooks";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -37,7 +47,14 @@ import { ClaimStore, type Claim } from "./claimStore.js";
 import type { ConsumerConfig } from "./config.js";
 import { DirectoryScanner, type ScannedFile } from "./directoryScanner.js";
 import { DirectoryWatcher } from "./directoryWatcher.js";
-import { moveNoClobber, removeFile, utcDay, writeJsonAtomic, type ErrorRecord } from "./disposer.js";
+import {
+  moveNoClobber,
+  removeFile,
+  SourceReplacedError,
+  utcDay,
+  writeJsonAtomic,
+  type ErrorRecord,
+} from "./disposer.js";
 import { computeFingerprint, FINGERPRINT_HEAD_BYTES, readHead } from "./fingerprint.js";
 import { FingerprintStore } from "./fingerprintStore.js";
 import { MinHeap } from "./minHeap.js";
@@ -67,6 +84,8 @@ const SYNC_READ_MAX_BYTES = 64 * 1024;
 const POST_PUBLISH_FACTOR = 4;
 /** Events handled per batch of stat() calls. */
 const EVENT_BATCH = 256;
+/** Fingerprint records rewritten at once when files left in place need theirs refreshed. */
+const FINGERPRINT_REFRESH_CONCURRENCY = 8;
 
 type FileState =
   /** Not yet stable (or no ready marker yet). */
@@ -87,6 +106,7 @@ interface TrackedFile {
   size: number;
   mtimeMs: number;
   ino: number;
+  ctimeMs: number;
   /** A followed symlink: its resolved target. */
   target?: string | undefined;
   /** A refused symlink: why. */
@@ -103,16 +123,21 @@ interface TrackedFile {
   lastAttemptAt?: Date | undefined;
   fingerprint?: string | undefined;
   fileId?: string | undefined;
+  /** Left in place: when its fingerprint record was last written (it expires after FINGERPRINT_TTL_MS). */
+  recordedAt?: number | undefined;
   seenInScan: number;
 }
 
+/** One version of a file: what the kernel reports for it (ctime changes on any write, even one that restores mtime). */
 interface Identity {
   size: number;
   mtimeMs: number;
   ino: number;
+  ctimeMs: number;
 }
 
-type Disposition = "deleted" | "archived" | "left";
+/** "superseded": the path holds another version than the one published; it was left for its own turn. */
+type Disposition = "deleted" | "archived" | "left" | "superseded";
 
 type AttemptResult =
   | { kind: "published"; envelope: Envelope; duplicate: boolean; disposition: Disposition; movedTo?: string }
@@ -150,11 +175,39 @@ class NetworkPhaseError extends SourceError {
 }
 
 function sameIdentity(a: Identity, b: Identity): boolean {
-  return a.size === b.size && a.mtimeMs === b.mtimeMs && a.ino === b.ino;
+  return a.size === b.size && a.mtimeMs === b.mtimeMs && a.ino === b.ino && a.ctimeMs === b.ctimeMs;
+}
+
+/**
+ * Did an open file keep the content it had when `identity` was observed? As
+ * sameIdentity, except that a file unlinked meanwhile (a writer renamed a new
+ * version over its path) may show a new ctime: the unlink set it, and no one
+ * can write to a file without a name but through a descriptor opened before.
+ */
+function sameContent(after: Stats, identity: Identity): boolean {
+  return (
+    after.size === identity.size &&
+    after.mtimeMs === identity.mtimeMs &&
+    after.ino === identity.ino &&
+    (after.ctimeMs === identity.ctimeMs || after.nlink === 0)
+  );
 }
 
 function errnoCode(err: unknown): string | undefined {
   return (err as NodeJS.ErrnoException | undefined)?.code;
+}
+
+/** What `path` holds now (its target's identity for a followed symlink), or undefined when nothing is there. */
+function currentIdentity(path: string, followLink: boolean): Identity | undefined {
+  let st: Stats | undefined;
+  try {
+    st = followLink ? statSync(path, { throwIfNoEntry: false }) : lstatSync(path, { throwIfNoEntry: false });
+  } catch (err) {
+    if (errnoCode(err) === "ENOENT" || errnoCode(err) === "ENOTDIR") return undefined;
+    throw err;
+  }
+  if (!st) return undefined;
+  return { size: st.size, mtimeMs: st.mtimeMs, ino: st.ino, ctimeMs: st.ctimeMs };
 }
 
 /** Reads exactly `size` bytes from the start, or null when the file holds a different number. */
@@ -294,6 +347,10 @@ export class DirectorySource implements AsyncDisposable {
   #pendingPaths = new Set<string>();
   #eventsScheduled = false;
 
+  #refreshing = false;
+  /** Neither deleted nor archived: published files stay in INPUT_DIR. */
+  readonly #leavesFiles: boolean;
+
   #connected = true;
   #statusIterator: AsyncIterable<unknown> | undefined;
   #epoch = 0;
@@ -307,6 +364,7 @@ export class DirectorySource implements AsyncDisposable {
   ) {
     const { config } = options;
     this.#config = config;
+    this.#leavesFiles = !config.DELETE_AFTER_PROCESSING && !config.ARCHIVE_DIR;
     this.#nc = options.nc;
     this.#log = options.log;
     this.#metrics = options.metrics;
@@ -496,9 +554,9 @@ export class DirectorySource implements AsyncDisposable {
         // Polls: resident files found unchanged come back as our own records.
         for (const rec of result.unchanged) rec.seenInScan = scanId;
         for (const dir of result.dirs) this.#watcher.watchDir(dir);
-        for (const [rel, rec] of this.#files) {
+        for (const rec of this.#files.values()) {
           // Gone (deleted, moved away) or no longer matching: forget it.
-          if (rec.seenInScan !== scanId && rec.state !== "active") this.#files.delete(rel);
+          if (rec.seenInScan !== scanId && rec.state !== "active") this.#drop(rec);
         }
         if (this.#config.READY_MARKER_SUFFIX) {
           for (const rel of this.#markers) {
@@ -517,6 +575,7 @@ export class DirectorySource implements AsyncDisposable {
         const cpu = process.cpuUsage(cpu0);
         const cpuMs = Math.round((cpu.user + cpu.system) / 1000);
         if (!light) {
+          this.#refreshFingerprints();
           // Honest polling: a poll that cost C ms of CPU is followed by at least
           // POLL_CPU_FACTOR × C ms of rest. (While files are being relayed the
           // process CPU includes that work too, which only spaces polls further;
@@ -572,6 +631,7 @@ export class DirectorySource implements AsyncDisposable {
         size: f.size,
         mtimeMs: f.mtimeMs,
         ino: f.ino,
+        ctimeMs: f.ctimeMs,
         target: f.target,
         refused: f.refused,
         state: "waiting",
@@ -593,6 +653,7 @@ export class DirectorySource implements AsyncDisposable {
     rec.size = f.size;
     rec.mtimeMs = f.mtimeMs;
     rec.ino = f.ino;
+    rec.ctimeMs = f.ctimeMs;
     rec.target = f.target;
     rec.refused = f.refused;
     rec.detectedAt = new Date(now);
@@ -664,7 +725,7 @@ export class DirectorySource implements AsyncDisposable {
     }
     if (!st) {
       // Gone: forget it (unless a worker picked it up meanwhile).
-      if (rec && this.#files.get(rel) === rec) this.#files.delete(rel);
+      if (rec && this.#files.get(rel) === rec) this.#drop(rec);
       return false;
     }
     if (st.isDirectory()) {
@@ -677,7 +738,7 @@ export class DirectorySource implements AsyncDisposable {
       return true;
     }
     if (!st.isFile()) return true;
-    this.#observe({ rel, size: st.size, mtimeMs: st.mtimeMs, ino: st.ino }, Date.now());
+    this.#observe({ rel, size: st.size, mtimeMs: st.mtimeMs, ino: st.ino, ctimeMs: st.ctimeMs }, Date.now());
     return false;
   }
 
@@ -831,6 +892,12 @@ export class DirectorySource implements AsyncDisposable {
         if (result.disposition === "left") {
           rec.state = "done";
           rec.attempts = 0;
+        } else if (result.disposition === "superseded") {
+          this.#log.info(
+            { fileId: env.id, path: rec.rel },
+            "the path now holds a newer version of the file; it was left in place for its own turn",
+          );
+          this.#restat(rec);
         } else {
           this.#forget(rec);
         }
@@ -842,6 +909,7 @@ export class DirectorySource implements AsyncDisposable {
           rec.size = result.identity.size;
           rec.mtimeMs = result.identity.mtimeMs;
           rec.ino = result.identity.ino;
+          rec.ctimeMs = result.identity.ctimeMs;
         }
         rec.detectedAt = new Date();
         rec.attempts = 0;
@@ -864,6 +932,89 @@ export class DirectorySource implements AsyncDisposable {
         rec.state = "waiting";
         return;
     }
+  }
+
+  /**
+   * A path no longer listed: forget it. A published file left in place that is
+   * really gone no longer needs its fingerprint record (a file put there later
+   * is a new version: new inode or ctime).
+   */
+  #drop(rec: TrackedFile): void {
+    this.#files.delete(rec.rel);
+    const fingerprint = rec.fingerprint;
+    if (rec.state !== "done" || !fingerprint || !this.#leavesFiles) return;
+    // Only when it is surely gone: an unreadable directory hides files that are still there.
+    if (currentIdentity(this.#scanner.absolute(rec.rel), false) !== undefined) return;
+    this.#track(
+      this.#fingerprints.forget(fingerprint).catch((err: unknown) => {
+        this.#log.debug({ err, path: rec.rel }, "could not forget the fingerprint of a removed file; it expires");
+      }),
+    );
+  }
+
+  /**
+   * Leave-in-place: rewrites the fingerprint records of published files still
+   * there once they are half-way to expiring, so that a restart does not
+   * publish them again. Runs after a poll, in the background, a few at a time.
+   */
+  #refreshFingerprints(): void {
+    const ttl = this.#fingerprints.ttlMs;
+    if (ttl <= 0 || !this.#leavesFiles || this.#refreshing) return;
+    const due = Date.now() - ttl / 2;
+    const stale: TrackedFile[] = [];
+    for (const rec of this.#files.values()) {
+      if (rec.state === "done" && rec.fingerprint && (rec.recordedAt ?? 0) < due) stale.push(rec);
+    }
+    if (stale.length === 0) return;
+    this.#refreshing = true;
+    let next = 0;
+    const worker = async () => {
+      while (next < stale.length && !this.#stopping) {
+        const rec = stale[next++]!;
+        const fingerprint = rec.fingerprint;
+        if (rec.state !== "done" || !fingerprint) continue;
+        try {
+          const kept = await this.#fingerprints.refresh(fingerprint);
+          // Expired meanwhile (a long stop): written anew from what is known of it.
+          if (!kept) {
+            await this.#fingerprints.record(fingerprint, {
+              id: rec.fileId ?? "",
+              path: rec.rel,
+              size: rec.size,
+              sha256: "",
+              publishedAt: "",
+            });
+          }
+          rec.recordedAt = Date.now();
+        } catch (err) {
+          this.#log.debug(
+            { err, path: rec.rel },
+            "could not refresh a fingerprint record; retrying after the next poll",
+          );
+        }
+      }
+    };
+    const run = Promise.all(Array.from({ length: FINGERPRINT_REFRESH_CONCURRENCY }, worker)).then(() => {
+      this.#log.info({ files: stale.length }, "refreshed the fingerprint records of files left in place");
+    });
+    this.#track(run.finally(() => (this.#refreshing = false)));
+  }
+
+  /** Takes up what the path holds now as a new version (or forgets it when nothing is there). */
+  #restat(rec: TrackedFile): void {
+    const current = currentIdentity(this.#scanner.absolute(rec.rel), rec.target !== undefined);
+    if (!current) {
+      this.#forget(rec);
+      return;
+    }
+    rec.size = current.size;
+    rec.mtimeMs = current.mtimeMs;
+    rec.ino = current.ino;
+    rec.ctimeMs = current.ctimeMs;
+    rec.detectedAt = new Date();
+    rec.attempts = 0;
+    rec.firstAttemptAt = undefined;
+    this.#startWaiting(rec, Date.now());
   }
 
   #forget(rec: TrackedFile): void {
@@ -927,7 +1078,16 @@ export class DirectorySource implements AsyncDisposable {
       rec.state = "done";
       return;
     }
-    const errorPath = await this.#moveToErrorDir(rec, err);
+    const movedTo = await this.#moveToErrorDir(rec, err);
+    if (movedTo === "superseded") {
+      this.#log.warn(
+        { ...base, outcome: "superseded" },
+        "file failed, but its path now holds a newer version; that version gets its own attempts",
+      );
+      this.#restat(rec);
+      return;
+    }
+    const errorPath = movedTo?.moved;
     this.#log.error(
       { ...base, outcome: "failed", ...(errorPath ? { errorPath } : {}) },
       errorPath ? "file failed; moved to ERROR_DIR" : "file failed; left in place until it changes",
@@ -942,13 +1102,24 @@ export class DirectorySource implements AsyncDisposable {
     this.#ready.push({ rel: rec.rel, gen: rec.gen, mtimeMs: rec.mtimeMs });
   }
 
-  async #moveToErrorDir(rec: TrackedFile, err: FilerelayError): Promise<string | undefined> {
+  /** The path in ERROR_DIR; "superseded" when the path now holds another version (not moved). */
+  async #moveToErrorDir(rec: TrackedFile, err: FilerelayError): Promise<{ moved: string } | "superseded" | undefined> {
     const errorDir = this.#config.ERROR_DIR;
     if (!errorDir) return undefined;
     const src = this.#scanner.absolute(rec.rel);
     const dest = `${errorDir}/${utcDay()}/${rec.rel}`;
+    const isLink = rec.target !== undefined;
     try {
-      const moved = await moveNoClobber(src, dest);
+      const current = currentIdentity(src, isLink);
+      // A symlink refused or unreadable has no identity of its own to compare.
+      if (current && !rec.refused && !sameIdentity(current, rec)) return "superseded";
+      let moved: string;
+      try {
+        moved = await moveNoClobber(src, dest, isLink || rec.refused ? {} : { expectIno: rec.ino });
+      } catch (moveErr) {
+        if (moveErr instanceof SourceReplacedError) return "superseded";
+        throw moveErr;
+      }
       const record: ErrorRecord = {
         path: rec.rel,
         source: this.#config.SOURCE,
@@ -965,7 +1136,7 @@ export class DirectorySource implements AsyncDisposable {
       };
       await writeJsonAtomic(`${moved}.error.json`, record);
       await this.#disposeMarker(rec.rel, moved);
-      return moved;
+      return { moved };
     } catch (moveErr) {
       if (errnoCode(moveErr) === "ENOENT") return undefined;
       this.#log.error({ err: moveErr, path: rec.rel }, "could not move file to ERROR_DIR");
@@ -986,28 +1157,48 @@ export class DirectorySource implements AsyncDisposable {
     this.#markers.delete(rel);
   }
 
-  /** After the PubAck (or finding the version already published): delete, archive or leave. */
-  async #dispose(rec: TrackedFile): Promise<{ disposition: Disposition; movedTo?: string }> {
+  /**
+   * After the PubAck (or finding the version already published): delete,
+   * archive or leave — only the version that was published. A writer may
+   * have replaced the path meanwhile (rename over it, or rewrite it in
+   * place): that newer version is left alone for its own turn ("superseded").
+   */
+  async #dispose(rec: TrackedFile, published: Identity): Promise<{ disposition: Disposition; movedTo?: string }> {
+    const config = this.#config;
+    if (!config.DELETE_AFTER_PROCESSING && !config.ARCHIVE_DIR) return { disposition: "left" };
     const src = this.#scanner.absolute(rec.rel);
+    // A followed symlink is judged by its target (what was read), and the link itself is disposed of.
+    const isLink = rec.target !== undefined;
     try {
-      if (this.#config.DELETE_AFTER_PROCESSING) {
-        await removeFile(src);
+      const current = currentIdentity(src, isLink);
+      if (current === undefined) {
+        // Already gone (another replica disposed of it, or the writer removed it).
+        return { disposition: config.DELETE_AFTER_PROCESSING ? "deleted" : "archived" };
+      }
+      if (!sameIdentity(current, published)) return { disposition: "superseded" };
+      if (config.DELETE_AFTER_PROCESSING) {
+        // Synchronous right after the check: the window for a replacement is one system call.
+        try {
+          unlinkSync(src);
+        } catch (err) {
+          if (errnoCode(err) !== "ENOENT") throw err;
+        }
         await this.#disposeMarker(rec.rel, undefined);
         return { disposition: "deleted" };
       }
-      if (this.#config.ARCHIVE_DIR) {
-        let movedTo: string;
-        try {
-          movedTo = await moveNoClobber(src, `${this.#config.ARCHIVE_DIR}/${utcDay()}/${rec.rel}`);
-        } catch (err) {
-          // Already gone (another replica archived it): nothing left to do.
-          if (errnoCode(err) === "ENOENT") return { disposition: "archived" };
-          throw err;
-        }
-        await this.#disposeMarker(rec.rel, movedTo);
-        return { disposition: "archived", movedTo };
+      let movedTo: string;
+      try {
+        movedTo = await moveNoClobber(src, `${config.ARCHIVE_DIR}/${utcDay()}/${rec.rel}`, {
+          ...(isLink ? {} : { expectIno: published.ino }),
+        });
+      } catch (err) {
+        if (err instanceof SourceReplacedError) return { disposition: "superseded" };
+        // Already gone (another replica archived it): nothing left to do.
+        if (errnoCode(err) === "ENOENT") return { disposition: "archived" };
+        throw err;
       }
-      return { disposition: "left" };
+      await this.#disposeMarker(rec.rel, movedTo);
+      return { disposition: "archived", movedTo };
     } catch (err) {
       throw new SourceError("DISPOSE_FAILED", `could not dispose of ${rec.rel}`, { cause: err });
     }
@@ -1049,7 +1240,7 @@ export class DirectorySource implements AsyncDisposable {
     // The identity observed STABILITY_MS ago. Read first, then one fstat: if
     // it still matches (and so does the byte count), nothing was written
     // between that observation and the end of this read.
-    const identity: Identity = { size: rec.size, mtimeMs: rec.mtimeMs, ino: rec.ino };
+    const identity: Identity = { size: rec.size, mtimeMs: rec.mtimeMs, ino: rec.ino, ctimeMs: rec.ctimeMs };
     const inline = identity.size <= config.INLINE_MAX_BYTES;
     let fh: FileHandle | undefined;
     let body: Buffer | null | undefined;
@@ -1090,11 +1281,14 @@ export class DirectorySource implements AsyncDisposable {
     try {
       if (!after.isFile()) throw new SourceError("FILE_NOT_REGULAR", `${rec.rel} is not a regular file`);
       if (
-        !sameIdentity(after, identity) ||
+        !sameContent(after, identity) ||
         body === null ||
         (!inline && head.length < Math.min(identity.size, FINGERPRINT_HEAD_BYTES))
       ) {
-        return { kind: "changed", identity: { size: after.size, mtimeMs: after.mtimeMs, ino: after.ino } };
+        return {
+          kind: "changed",
+          identity: { size: after.size, mtimeMs: after.mtimeMs, ino: after.ino, ctimeMs: after.ctimeMs },
+        };
       }
       const sha256 = body ? createHash("sha256").update(body).digest("hex") : "";
       if (inline && fh) {
@@ -1104,8 +1298,12 @@ export class DirectorySource implements AsyncDisposable {
 
       const fingerprint = computeFingerprint({
         head,
+        // Read whole anyway: the full digest, not just the head, tells this version apart.
+        sha256: inline ? sha256 : undefined,
         size: identity.size,
         mtimeMs: identity.mtimeMs,
+        ino: identity.ino,
+        ctimeMs: identity.ctimeMs,
         source: config.SOURCE,
         relPath: rec.rel,
       });
@@ -1145,8 +1343,9 @@ export class DirectorySource implements AsyncDisposable {
         // publish). Nothing to decide when the version is already published and
         // stays in place; archiving or deleting waits for the claim.
         const prior = looked.status === "fulfilled" ? looked.value : null;
-        if (prior && !this.#config.DELETE_AFTER_PROCESSING && !this.#config.ARCHIVE_DIR) {
+        if (prior && this.#leavesFiles) {
           if (!envelope.sha256 && prior.sha256) envelope.sha256 = prior.sha256;
+          rec.recordedAt = prior.recordedAtMs;
           return { kind: "already", envelope, disposition: "left" };
         }
         return { kind: "held" };
@@ -1157,7 +1356,8 @@ export class DirectorySource implements AsyncDisposable {
         const prior = looked.value;
         if (prior) {
           if (!envelope.sha256 && prior.sha256) envelope.sha256 = prior.sha256;
-          const d = await this.#dispose(rec);
+          rec.recordedAt = prior.recordedAtMs;
+          const d = await this.#dispose(rec, identity);
           keepClaim = true;
           return { kind: "already", envelope, ...d };
         }
@@ -1186,9 +1386,10 @@ export class DirectorySource implements AsyncDisposable {
             sha256: envelope.sha256,
             publishedAt: new Date().toISOString(),
           }),
-          this.#dispose(rec),
+          this.#dispose(rec, identity),
         ]);
-        if (recorded.status === "rejected") {
+        if (recorded.status === "fulfilled") rec.recordedAt = Date.now();
+        else {
           this.#log.warn(
             { fileId: id, path: rec.rel, err: recorded.reason as unknown },
             "could not record the fingerprint; a restart may publish this version again (same ce-id)",
@@ -1272,7 +1473,7 @@ export class DirectorySource implements AsyncDisposable {
         });
       }
       const after = await fh.stat();
-      if (result.size !== identity.size || !sameIdentity(after, identity)) {
+      if (result.size !== identity.size || !sameContent(after, identity)) {
         await deletePayloadObject(this.#nc, ref).catch(() => undefined);
         return "changed";
       }
@@ -1306,6 +1507,7 @@ export class DirectorySource implements AsyncDisposable {
         this.#log.warn({ inFlight: this.#workers.size }, "shutdown timeout: abandoning in-flight files");
       }
       await Promise.race([Promise.all([...this.#background]), sleep(2000, undefined, { ref: false })]);
+      await withTimeout(this.#claims.close(), 2000, "claims close timed out").catch(() => undefined);
       const it = this.#statusIterator as { stop?: () => void } | undefined;
       it?.stop?.();
       await this.#scanning;

@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { constants, linkSync, unlinkSync } from "node:fs";
+import { constants, linkSync, lstatSync, unlinkSync } from "node:fs";
 import { copyFile, link, lstat, mkdir, open, readlink, rename, symlink, unlink, writeFile } from "node:fs/promises";
 import { basename, dirname, extname, join } from "node:path";
 
@@ -42,14 +42,38 @@ function errnoCode(err: unknown): string | undefined {
 /** Codes meaning "this file system cannot hard-link": fall back to a checked rename. */
 const NO_LINK = new Set(["EPERM", "ENOTSUP", "EOPNOTSUPP", "EMLINK", "ENOSYS"]);
 
+/** The source path held another file than the one expected (replaced by a writer): nothing was moved. */
+export class SourceReplacedError extends Error {
+  override name = "SourceReplacedError";
+  constructor(readonly path: string) {
+    super(`${path} was replaced by another file; it was not moved`);
+  }
+}
+
+export interface MoveOptions {
+  /**
+   * Move only the file with this inode: when the path holds another one (a
+   * writer renamed a new version over it), nothing is moved and
+   * SourceReplacedError is thrown.
+   */
+  expectIno?: number | undefined;
+}
+
+function inodeAt(path: string): number | undefined {
+  return lstatSync(path, { throwIfNoEntry: false })?.ino;
+}
+
 /**
  * Moves `src` to `dest` without ever overwriting: on a clash the name gets a
  * numeric suffix (`-1`, `-2`, ...). Returns the final path. On one file system
  * a hard link claims the name atomically, then the source is unlinked; across
  * file systems the bytes are copied to a temporary name in the target
  * directory, fsynced, linked into place, and only then is the source removed.
+ * With `expectIno`, the inode is checked after each step that could pick up a
+ * replacement, so a newer version at `src` is never moved or removed.
  */
-export async function moveNoClobber(src: string, dest: string): Promise<string> {
+export async function moveNoClobber(src: string, dest: string, options: MoveOptions = {}): Promise<string> {
+  const { expectIno } = options;
   await ensureDir(dirname(dest));
   let retriedDir = false;
   for (let n = 0; n < 100_000; n++) {
@@ -58,6 +82,15 @@ export async function moveNoClobber(src: string, dest: string): Promise<string> 
       // Synchronous: two metadata calls of microseconds each on a local file
       // system, cheaper than two thread-pool round trips per archived file.
       linkSync(src, candidate);
+      if (expectIno !== undefined) {
+        if (inodeAt(candidate) !== expectIno) {
+          // The link picked up a replacement: undo it, the original is not ours to move.
+          unlinkSync(candidate);
+          throw new SourceReplacedError(src);
+        }
+        // Replaced right after the link: ours is safe at `candidate`; the newer file stays.
+        if (inodeAt(src) !== expectIno) return candidate;
+      }
       unlinkSync(src);
       return candidate;
     } catch (err) {
@@ -66,7 +99,7 @@ export async function moveNoClobber(src: string, dest: string): Promise<string> 
         // A move interrupted between link and unlink (a crash) left the source
         // and this name as one file: finish that move instead of archiving a
         // second copy under the next suffix.
-        if (await sameFile(src, candidate)) {
+        if ((await sameFile(src, candidate)) && (expectIno === undefined || inodeAt(src) === expectIno)) {
           await unlink(src);
           return candidate;
         }
@@ -84,9 +117,9 @@ export async function moveNoClobber(src: string, dest: string): Promise<string> 
       }
       if (code === "EXDEV") {
         const isLink = (await lstat(src)).isSymbolicLink();
-        return isLink ? moveLinkAcross(src, dest) : copyAcross(src, dest);
+        return isLink ? moveLinkAcross(src, dest) : copyAcross(src, dest, expectIno);
       }
-      if (code !== undefined && NO_LINK.has(code)) return renameChecked(src, dest);
+      if (code !== undefined && NO_LINK.has(code)) return renameChecked(src, dest, expectIno);
       throw err;
     }
   }
@@ -116,11 +149,14 @@ async function freeName(dest: string, claim: (candidate: string) => Promise<void
   throw new Error(`no free name for ${dest}`);
 }
 
-async function copyAcross(src: string, dest: string): Promise<string> {
+async function copyAcross(src: string, dest: string, expectIno: number | undefined): Promise<string> {
   const dir = dirname(dest);
   const tmp = join(dir, `.${basename(dest)}.${randomBytes(6).toString("hex")}.tmp`);
   try {
+    if (expectIno !== undefined && inodeAt(src) !== expectIno) throw new SourceReplacedError(src);
     await copyFile(src, tmp, constants.COPYFILE_EXCL);
+    // Still the same file after the copy: the copy is of it, not of a replacement.
+    if (expectIno !== undefined && inodeAt(src) !== expectIno) throw new SourceReplacedError(src);
     await fsyncPath(tmp);
     const final = await freeName(dest, async (candidate) => {
       try {
@@ -154,7 +190,7 @@ async function moveLinkAcross(src: string, dest: string): Promise<string> {
 }
 
 /** For file systems without hard links: check, then rename (a narrow race, documented). */
-async function renameChecked(src: string, dest: string): Promise<string> {
+async function renameChecked(src: string, dest: string, expectIno: number | undefined): Promise<string> {
   const final = await freeName(dest, async (candidate) => {
     const exists = await lstat(candidate).then(
       () => true,
@@ -162,6 +198,7 @@ async function renameChecked(src: string, dest: string): Promise<string> {
     );
     if (exists) throw Object.assign(new Error("exists"), { code: "EEXIST" });
   });
+  if (expectIno !== undefined && inodeAt(src) !== expectIno) throw new SourceReplacedError(src);
   await rename(src, final);
   return final;
 }

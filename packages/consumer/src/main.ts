@@ -54,6 +54,7 @@ async function main({ signal }: ServiceContext): Promise<void> {
       groups: config.SINK_GROUPS,
       sourceBuckets: true,
       claimTtlMs: config.CLAIM_TTL_MS,
+      fingerprintTtlMs: config.FINGERPRINT_TTL_MS,
     });
     // Keeps the natsConnected / natsReconnects metrics true to the connection.
     await using _connectionMetrics = watchNatsConnection(nc, metrics);

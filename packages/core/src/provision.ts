@@ -37,6 +37,8 @@ export interface ProvisionOptions {
   sourceBuckets?: boolean;
   /** How long an unrefreshed publish claim lives (claims bucket max age). */
   claimTtlMs?: number;
+  /** How long a fingerprint record lives unless rewritten (fingerprint bucket max age; 0 = forever). */
+  fingerprintTtlMs?: number;
   /** How long JetStream remembers Nats-Msg-Id values to drop duplicate publishes. */
   duplicateWindowMs?: number;
 }
@@ -49,6 +51,7 @@ export interface Provisioned {
 
 export const DEFAULT_ACK_WAIT_MS = 30_000;
 export const DEFAULT_CLAIM_TTL_MS = 120_000;
+export const DEFAULT_FINGERPRINT_TTL_MS = 7 * 24 * 3_600_000;
 export const DEFAULT_DUPLICATE_WINDOW_MS = 120_000;
 
 /** The durable consumer config of a sink group (shared by every member). */
@@ -131,14 +134,19 @@ export async function provision(
     }
     if (options.sourceBuckets) {
       const kvm = new Kvm(nc);
+      const fingerprintTtlMs = options.fingerprintTtlMs ?? DEFAULT_FINGERPRINT_TTL_MS;
       if (!(await bucketExists(jsm, `KV_${names.fingerprintBucket}`))) {
         await kvm.create(names.fingerprintBucket, {
           history: 1,
           storage: StorageType.File,
           replicas: config.STREAM_REPLICAS,
+          ttl: fingerprintTtlMs,
           description: "filerelay: fingerprints of published file versions",
         });
         changes.push(`created KV ${names.fingerprintBucket}`);
+      } else {
+        // Older deployments created it without a max age: every record was kept forever.
+        await ensureMaxAge(jsm, `KV_${names.fingerprintBucket}`, fingerprintTtlMs, changes);
       }
       if (!(await bucketExists(jsm, `KV_${names.claimBucket}`))) {
         await kvm.create(names.claimBucket, {
@@ -169,6 +177,15 @@ async function bucketExists(jsm: JetStreamManager, stream: string): Promise<bool
     if (isNotFound(err, JetStreamApiCodes.StreamNotFound)) return false;
     throw err;
   }
+}
+
+/** Sets a stream's max age in place when it differs (expiring data is the point; nothing else changes). */
+async function ensureMaxAge(jsm: JetStreamManager, stream: string, maxAgeMs: number, changes: string[]): Promise<void> {
+  const info = await jsm.streams.info(stream);
+  const wanted = maxAgeMs * NS_PER_MS;
+  if (info.config.max_age === wanted) return;
+  await jsm.streams.update(stream, { ...info.config, max_age: wanted });
+  changes.push(`updated ${stream}: max_age ${maxAgeMs} ms`);
 }
 
 async function ensureStream(
