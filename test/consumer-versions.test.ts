@@ -1,4 +1,7 @@
+import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
+import { once } from "node:events";
+import { existsSync } from "node:fs";
 import { mkdir, open, readFile, rename, stat, symlink, utimes, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
@@ -191,4 +194,36 @@ describe("consumer: INPUT_DIR reached through a symlink", () => {
     expect(await stream.count()).toBe(1);
     expect(await listFiles(join(real, "archive"))).toEqual([`${todayUtc()}/a.txt`]);
   });
+});
+
+describe("consumer: a writer that pauses longer than STABILITY_MS", () => {
+  it.skipIf(!existsSync("/proc/self/fdinfo"))(
+    "does not publish a file another process still holds open for writing; publishes it whole once closed",
+    async () => {
+      await using nats = await startNats();
+      await using dirs = await makeConsumerDirs();
+      await using stream = await openStreamReader(nats.url);
+      await using svc = startConsumer(consumerEnv(nats.url, dirs, { STABILITY_MS: "300", POLL_INTERVAL_MS: "100" }));
+      await consumerStarted(svc);
+      const dest = join(dirs.input, "slow-upload.csv");
+      // Writes a part each time it is told to, holding the file open in between, and closes it after the last.
+      const script =
+        'exec 3>"$1"; printf "id,part\\n" >&3; read -r _; printf "1,first\\n" >&3; read -r _; printf "2,second\\n" >&3; exec 3>&-';
+      const writer = spawn("bash", ["-c", script, "writer", dest], { stdio: ["pipe", "ignore", "inherit"] });
+      try {
+        await svc.waitForLog((l) => l.msg === "file detected; waiting until it is complete", 20_000);
+        // Seen growing, then quiet for longer than STABILITY_MS with the file still open.
+        writer.stdin.write("more\n");
+        await svc.waitForLog((l) => typeof l.msg === "string" && l.msg.includes("still open for writing"), 20_000);
+        expect(await stream.count()).toBe(0);
+        writer.stdin.end("last\n");
+        await once(writer, "exit");
+        const [msg] = await stream.waitFor(1, 20_000);
+        expect(Buffer.from(msg!.data).toString()).toBe("id,part\n1,first\n2,second\n");
+        expect(await stream.count()).toBe(1);
+      } finally {
+        writer.kill();
+      }
+    },
+  );
 });

@@ -27,7 +27,7 @@ export function isWrongLastSequence(err: unknown): boolean {
 /** Heartbeat keys live beside the claims (which are hex fingerprints). */
 const HEARTBEAT_PREFIX = "instance.";
 /** Longest interval between heartbeats (shorter with a short CLAIM_TTL_MS). */
-const MAX_HEARTBEAT_MS = 5000;
+const MAX_HEARTBEAT_MS = 2000;
 /** A holder whose heartbeat is this many intervals older than ours is dead. */
 const STALE_HEARTBEATS = 4;
 

@@ -42,7 +42,9 @@ export const consumerEnvSchema = z.object({
       min: 10,
     },
   ).default(5000),
-  STABILITY_MS: envInt("A file is ready once its size and mtime have not changed for this long").default(2000),
+  STABILITY_MS: envInt(
+    "A file is ready once its size and mtime have not changed for this long. A heuristic: a writer that pauses longer gets a partial file published, unless this host shows it still holding the file open for writing (checked in /proc for files seen growing; not for writers in other containers or on other hosts of a shared volume). Writers that can should rename a finished file into place, or use READY_MARKER_SUFFIX",
+  ).default(2000),
   READY_MARKER_SUFFIX: envString(
     "If set (e.g. .done), a file is ready only once <file><suffix> exists (no stability wait); the marker is disposed of with the file",
   ).optional(),
@@ -83,7 +85,7 @@ export const consumerEnvSchema = z.object({
   ).default(120_000),
   FINGERPRINT_TTL_MS: envInt(
     "How long the record of a published file version is kept (fingerprint bucket max age, applied at start). Deleted or archived files need it only until they are disposed of; files left in place keep theirs refreshed while they stay, but a consumer stopped for longer than this publishes them again",
-    { min: 60_000 },
+    { min: 1000 },
   ).default(7 * 24 * 3_600_000),
 });
 
