@@ -436,7 +436,7 @@ export async function consumeFiles(
         if (!confirmed) {
           flog.warn({ fileId: envelope.id }, "ack not confirmed by the broker; the file may be delivered again");
         } else if (options.releasePayloads !== false && envelope.payload.kind === "object") {
-          releaser.afterAck(msg.seq, envelope, flog);
+          releaser.afterAck({ seq: msg.seq, time: msg.info.timestampNanos / NS_PER_MS }, envelope, flog);
         }
         finish(entry, { envelope, outcome: "acked", bytes: envelope.size, ...base() }, flog);
       }

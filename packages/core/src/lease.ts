@@ -21,9 +21,7 @@ export interface LeaseValue {
 }
 
 export type LeaseDecision =
-  | { action: "create" }
-  | { action: "take"; revision: number }
-  | { action: "wait"; holder: string; until: number };
+  { action: "create" } | { action: "take"; revision: number } | { action: "wait"; holder: string; until: number };
 
 /** What a would-be holder does, given the key's current entry (null when absent or deleted). */
 export function leaseDecision(current: { value: string; revision: number } | null, now: number): LeaseDecision {
@@ -64,8 +62,7 @@ export function createLease(
     async tryAcquire() {
       const store = await kv();
       const entry = await store.get(opts.key);
-      const current =
-        entry && entry.operation === "PUT" ? { value: entry.string(), revision: entry.revision } : null;
+      const current = entry && entry.operation === "PUT" ? { value: entry.string(), revision: entry.revision } : null;
       const decision = leaseDecision(current, Date.now());
       try {
         if (decision.action === "create") held = await store.create(opts.key, value());

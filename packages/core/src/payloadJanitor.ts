@@ -233,7 +233,9 @@ export function createPayloadJanitor(nc: NatsConnection, opts: PayloadJanitorOpt
     if (lease && !(await lease.tryAcquire())) return undefined;
     log.debug({ holder, intervalMs, graceMs }, "payload sweep started");
     // A sweep outlasting the lease keeps it, so no other replica starts a second one.
-    const renew = lease ? setInterval(() => void lease.renew().catch(() => undefined), Math.max(100, intervalMs / 2)) : undefined;
+    const renew = lease
+      ? setInterval(() => void lease.renew().catch(() => undefined), Math.max(100, intervalMs / 2))
+      : undefined;
     try {
       return await runOnce();
     } finally {

@@ -3,6 +3,7 @@ import type { PayloadObjectInfo } from "./payload.js";
 import { objectNameIn, releaseVerdict } from "./payloadRelease.js";
 
 const sha = "a".repeat(64);
+const times = { envelopeTime: 10_000, objectTime: 9_990 };
 const object = (over: Partial<PayloadObjectInfo> = {}): PayloadObjectInfo => ({
   name: "n",
   bucket: "FILES_payloads",
@@ -17,18 +18,32 @@ const object = (over: Partial<PayloadObjectInfo> = {}): PayloadObjectInfo => ({
 
 describe("releaseVerdict", () => {
   it("releases an object once its envelope is gone, unpinned, with the envelope's content", () => {
-    expect(releaseVerdict({ envelopeStored: false, pinned: false, object: object(), sha256: sha })).toBe("release");
+    expect(releaseVerdict({ envelopeStored: false, pinned: false, object: object(), sha256: sha, ...times })).toBe(
+      "release",
+    );
   });
   it("keeps it while another group has not acknowledged (the stream still holds the envelope)", () => {
-    expect(releaseVerdict({ envelopeStored: true, pinned: false, object: object(), sha256: sha })).toBe("referenced");
+    expect(releaseVerdict({ envelopeStored: true, pinned: false, object: object(), sha256: sha, ...times })).toBe(
+      "referenced",
+    );
   });
   it("leaves a pinned object (a dead letter references it) to the sweep", () => {
-    expect(releaseVerdict({ envelopeStored: false, pinned: true, object: object(), sha256: sha })).toBe("pinned");
+    expect(releaseVerdict({ envelopeStored: false, pinned: true, object: object(), sha256: sha, ...times })).toBe(
+      "pinned",
+    );
   });
   it("does nothing for a missing or deleted object", () => {
-    expect(releaseVerdict({ envelopeStored: false, pinned: false, object: null, sha256: sha })).toBe("absent");
+    expect(releaseVerdict({ envelopeStored: false, pinned: false, object: null, sha256: sha, ...times })).toBe(
+      "absent",
+    );
     expect(
-      releaseVerdict({ envelopeStored: false, pinned: false, object: object({ deleted: true }), sha256: sha }),
+      releaseVerdict({
+        envelopeStored: false,
+        pinned: false,
+        object: object({ deleted: true }),
+        sha256: sha,
+        ...times,
+      }),
     ).toBe("absent");
   });
   it("leaves an object that holds other content under the same name", () => {
@@ -38,13 +53,31 @@ describe("releaseVerdict", () => {
         pinned: false,
         object: object({ metadata: { "filerelay-sha256": "b".repeat(64) } }),
         sha256: sha,
+        ...times,
       }),
     ).toBe("replaced");
+  });
+  it("leaves a newer upload under the same name (stored well after the envelope)", () => {
+    const late = { envelopeTime: 10_000, objectTime: 10_000 + 5_000 };
+    expect(releaseVerdict({ envelopeStored: false, pinned: false, object: object(), sha256: sha, ...late })).toBe(
+      "replaced",
+    );
+    // Clock differences between servers are not a newer upload.
+    const skewed = { envelopeTime: 10_000, objectTime: 10_500 };
+    expect(releaseVerdict({ envelopeStored: false, pinned: false, object: object(), sha256: sha, ...skewed })).toBe(
+      "release",
+    );
   });
   it("reads the digest of an object written by another Object Store client", () => {
     const digest = `SHA-256=${Buffer.from(sha, "hex").toString("base64").replace(/\+/g, "-").replace(/\//g, "_")}`;
     expect(
-      releaseVerdict({ envelopeStored: false, pinned: false, object: object({ metadata: {}, digest }), sha256: sha }),
+      releaseVerdict({
+        envelopeStored: false,
+        pinned: false,
+        object: object({ metadata: {}, digest }),
+        sha256: sha,
+        ...times,
+      }),
     ).toBe("release");
   });
 });

@@ -39,6 +39,13 @@ export const DEFAULT_PIN_MAX_AGE_MS = 30 * 24 * 60 * 60_000;
  */
 export const RELEASE_CHECK_DELAYS_MS = [0, 50, 200, 750, 2000] as const;
 
+/**
+ * A meta stored this long after the envelope is a newer upload under the same
+ * name (a re-publish after a crash), not the one the envelope referenced. The
+ * margin absorbs clock differences between the servers leading the two streams.
+ */
+export const REUPLOAD_MARGIN_MS = 2000;
+
 /** Release checks running at once; past that, objects are left to the sweep. */
 const MAX_PENDING_RELEASES = 256;
 
@@ -51,7 +58,7 @@ export type ReleaseVerdict =
   | "pinned"
   /** No such object (already removed). */
   | "absent"
-  /** The object under that name holds other content: not this envelope's, left alone. */
+  /** The object under that name is not the revision this envelope referenced: left alone. */
   | "replaced";
 
 export interface ReleaseState {
@@ -60,6 +67,9 @@ export interface ReleaseState {
   object: PayloadObjectInfo | null;
   /** The envelope's ce-sha256. */
   sha256: string;
+  /** When the broker stored the envelope, and the object's meta (epoch ms). */
+  envelopeTime: number;
+  objectTime: number;
 }
 
 /** Whether an acknowledged envelope's object can go now. */
@@ -67,7 +77,7 @@ export function releaseVerdict(s: ReleaseState): ReleaseVerdict {
   if (s.envelopeStored) return "referenced";
   if (s.pinned) return "pinned";
   if (!s.object || s.object.deleted) return "absent";
-  if (objectSha256(s.object) !== s.sha256) return "replaced";
+  if (objectSha256(s.object) !== s.sha256 || s.objectTime > s.envelopeTime + REUPLOAD_MARGIN_MS) return "replaced";
   return "release";
 }
 
@@ -96,7 +106,7 @@ export interface PayloadReleaser {
    * After a confirmed ack of the message at `seq`: removes the envelope's
    * object once the stream no longer holds the message (in the background).
    */
-  afterAck(seq: number, envelope: Envelope, log: Logger): void;
+  afterAck(msg: { seq: number; time: number }, envelope: Envelope, log: Logger): void;
   /** Records that a dead letter references the object (throws when it could not be stored). */
   pin(name: string, group: string): Promise<void>;
   /** Is the message still in the stream? undefined when the broker could not say. */
@@ -111,7 +121,11 @@ export function createPayloadReleaser(nc: NatsConnection, opts: PayloadReleaserO
   const pending = new Set<Promise<void>>();
   let jsmP: Promise<JetStreamManager> | undefined;
   let pinsP: Promise<KV> | undefined;
-  const jsm = () => (jsmP ??= jetstreamManager(nc).catch((err: unknown) => ((jsmP = undefined), Promise.reject(err))));
+  const jsm = () =>
+    (jsmP ??= jetstreamManager(nc).catch((err: unknown) => {
+      jsmP = undefined;
+      throw err;
+    }));
   const pins = () =>
     (pinsP ??= new Kvm(nc).open(pinBucketName(stream)).catch((err: unknown) => {
       pinsP = undefined;
@@ -131,7 +145,12 @@ export function createPayloadReleaser(nc: NatsConnection, opts: PayloadReleaserO
     return entry !== null && entry.operation === "PUT";
   };
 
-  const release = async (seq: number, envelope: Envelope, name: string, log: Logger): Promise<void> => {
+  const release = async (
+    { seq, time }: { seq: number; time: number },
+    envelope: Envelope,
+    name: string,
+    log: Logger,
+  ): Promise<void> => {
     let stored: boolean | undefined = true;
     for (const delay of RELEASE_CHECK_DELAYS_MS) {
       if (delay > 0) await sleep(delay, undefined, { signal: closing.signal });
@@ -153,6 +172,8 @@ export function createPayloadReleaser(nc: NatsConnection, opts: PayloadReleaserO
       pinned: await isPinned(name),
       object,
       sha256: envelope.sha256,
+      envelopeTime: time,
+      objectTime: meta?.time.getTime() ?? 0,
     });
     if (verdict !== "release" || !meta || !object) {
       log.debug({ object: name, verdict }, "payload object not released");
@@ -163,14 +184,17 @@ export function createPayloadReleaser(nc: NatsConnection, opts: PayloadReleaserO
   };
 
   return {
-    afterAck(seq, envelope, log) {
+    afterAck(msg, envelope, log) {
       const ref = envelope.payload;
       if (ref.kind !== "object" || ref.bucket !== bucket || closing.signal.aborted) return;
       if (pending.size >= MAX_PENDING_RELEASES) return;
-      const p = release(seq, envelope, ref.name, log)
+      const p = release(msg, envelope, ref.name, log)
         .catch((err: unknown) => {
           if (!closing.signal.aborted) {
-            log.warn({ object: ref.name, err: describeError(err) }, "releasing the payload object failed; the sweep will");
+            log.warn(
+              { object: ref.name, err: describeError(err) },
+              "releasing the payload object failed; the sweep will",
+            );
           }
         })
         .finally(() => pending.delete(p));
