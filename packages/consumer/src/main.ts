@@ -6,6 +6,7 @@ import {
   connectNats,
   createLogger,
   createMetrics,
+  createPayloadJanitor,
   natsReadiness,
   provision,
   redactConfig,
@@ -55,6 +56,14 @@ async function main({ signal }: ServiceContext): Promise<void> {
       sourceBuckets: true,
       claimTtlMs: config.CLAIM_TTL_MS,
       fingerprintTtlMs: config.FINGERPRINT_TTL_MS,
+    });
+    // Orphaned payload objects: one replica of the deployment (consumers and producers) sweeps per interval.
+    await using _sweep = createPayloadJanitor(nc, {
+      config,
+      log,
+      intervalMs: config.PAYLOAD_SWEEP_INTERVAL_MS,
+      graceMs: config.PAYLOAD_ORPHAN_GRACE_MS,
+      lease: true,
     });
     // Keeps the natsConnected / natsReconnects metrics true to the connection.
     await using _connectionMetrics = watchNatsConnection(nc, metrics);

@@ -191,6 +191,13 @@ export function commonEnvShape(service: { httpPort: number }) {
     LOG_PRETTY: envBool("Human-readable logs instead of JSON lines").default(false),
     HTTP_PORT: envInt("Port for /healthz, /readyz and /metrics (0 disables)", { max: 65535 }).default(service.httpPort),
     SHUTDOWN_TIMEOUT_MS: envInt("How long SIGTERM waits for in-flight files before giving up").default(30_000),
+    PAYLOAD_SWEEP_INTERVAL_MS: envInt(
+      "How often the payload sweep runs (one replica per interval, under a lease; 0 = never in this process). It removes objects no envelope references, e.g. after a crash between upload and publish",
+    ).default(300_000),
+    PAYLOAD_ORPHAN_GRACE_MS: envInt(
+      "Age before the payload sweep removes an object no envelope references, or the chunks of an upload that never finished (covers upload-to-publish and uploads in progress)",
+      { min: 1000 },
+    ).default(900_000),
   };
 }
 

@@ -17,6 +17,7 @@ import { silentLogger, type Logger } from "./logger.js";
 import { jetstreamNames } from "./names.js";
 import { connectNats } from "./nats.js";
 import { checkObjectPayload, openPayload } from "./payload.js";
+import { createPayloadReleaser, objectNameIn } from "./payloadRelease.js";
 import { DEFAULT_ACK_WAIT_MS, provision } from "./provision.js";
 import { createSemaphore } from "./semaphore.js";
 
@@ -91,6 +92,12 @@ export interface ConsumeFilesOptions {
    * file costs one info line, not two.
    */
   ackedLogLevel?: "info" | "debug";
+  /**
+   * Remove an envelope's payload object once this group's ack leaves no
+   * group that still needs it (default true). Objects are otherwise left to
+   * the periodic sweep's grace period.
+   */
+  releasePayloads?: boolean;
 }
 
 const NS_PER_MS = 1_000_000;
@@ -178,6 +185,7 @@ export async function consumeFiles(
       return { consumer, ackWaitMs: (info.config.ack_wait ?? DEFAULT_ACK_WAIT_MS * NS_PER_MS) / NS_PER_MS };
     };
     let { consumer, ackWaitMs } = await ensureConsumer();
+    const releaser = createPayloadReleaser(nc, { stream: streamName, bucket: names.payloadBucket, log });
     log.info({ stream: streamName, subject, concurrency, maxDeliver, ackWaitMs }, "consuming files");
 
     const inflight = new Set<InFlight>();
@@ -282,6 +290,10 @@ export async function consumeFiles(
 
       const toDeadLetter = async (envelope: Envelope | undefined, code: ErrorCode, error: string) => {
         try {
+          // The pin comes first: once the term lands, another group's ack may be the
+          // last, and its fast release must find the object pinned for a replay.
+          const pinned = objectNameIn(headers, names.payloadBucket);
+          if (pinned !== undefined) await releaser.pin(pinned, options.group);
           await deadLetter(nc, {
             group: options.group,
             headers,
@@ -381,6 +393,17 @@ export async function consumeFiles(
           if (entry.settled) return;
           const code = errorCode(err);
           const text = describeError(err);
+          // Redelivered to us while another member of the group still handled it: that
+          // member's ack was the last and released the object. A message the stream no
+          // longer holds has been settled by every group, this one included.
+          if (code === "PAYLOAD_MISSING" && (await releaser.isStored(msg.seq)) === false) {
+            if (entry.settled) return;
+            entry.settled = true;
+            msg.ack();
+            flog.warn({ fileId: envelope.id }, "payload already released: the group had handled this envelope");
+            finish(entry, { envelope, outcome: "acked", bytes: envelope.size, ...base() }, flog);
+            return;
+          }
           if (isPermanent(err)) {
             await toDeadLetter(envelope, code, text);
           } else if (deliveryCount >= maxDeliver && !isEnvironmental(err)) {
@@ -412,6 +435,8 @@ export async function consumeFiles(
         const confirmed = await confirmation;
         if (!confirmed) {
           flog.warn({ fileId: envelope.id }, "ack not confirmed by the broker; the file may be delivered again");
+        } else if (options.releasePayloads !== false && envelope.payload.kind === "object") {
+          releaser.afterAck({ seq: msg.seq, time: msg.info.timestampNanos / NS_PER_MS }, envelope, flog);
         }
         finish(entry, { envelope, outcome: "acked", bytes: envelope.size, ...base() }, flog);
       }
@@ -516,6 +541,7 @@ export async function consumeFiles(
     clearInterval(keepAliveTimer);
     // Acks still being confirmed (bounded by their own timeout).
     await Promise.all([...confirming]);
+    await releaser.close();
     await nc.flush().catch(() => undefined);
     log.info("stopped consuming files");
   } finally {

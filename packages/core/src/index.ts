@@ -15,6 +15,8 @@ export * from "./metrics.js";
 export * from "./http.js";
 export * from "./payload.js";
 export * from "./payloadJanitor.js";
+export * from "./payloadRelease.js";
+export * from "./lease.js";
 export * from "./deadLetter.js";
 export * from "./consumeFiles.js";
 export * from "./configReference.js";

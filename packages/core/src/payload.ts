@@ -88,10 +88,35 @@ export function objectChunkSubject(bucket: string, id: string): string {
   return `$O.${bucket}.C.${id}`;
 }
 
-/** Meta subject: the object name in padded base64url, as every Object Store client encodes it. */
+/** An object name as one subject token (padded base64url), as every Object Store client encodes it. */
+export function objectNameToken(name: string): string {
+  return Buffer.from(name, "utf8").toString("base64").replace(/\+/g, "-").replace(/\//g, "_");
+}
+
+/** Meta subject: `$O.<bucket>.M.<objectNameToken(name)>`. */
 export function objectMetaSubject(bucket: string, name: string): string {
-  const b64 = Buffer.from(name, "utf8").toString("base64").replace(/\+/g, "-").replace(/\//g, "_");
-  return `$O.${bucket}.M.${b64}`;
+  return `$O.${bucket}.M.${objectNameToken(name)}`;
+}
+
+/** Hex SHA-256 of an object's content from its meta record (undefined for a foreign digest form). */
+export function objectSha256(info: PayloadObjectInfo): string | undefined {
+  return info.metadata?.["filerelay-sha256"] ?? digestToHex(info.digest);
+}
+
+/**
+ * Removes one revision of an object: its meta up to and including `metaSeq`
+ * (so a newer upload under the same name survives), then that revision's
+ * chunks. Meta first, so no reader finds a half-deleted object.
+ */
+export async function purgePayloadRevision(
+  jsm: JetStreamManager,
+  bucket: string,
+  name: string,
+  revision: { metaSeq: number; nuid: string },
+): Promise<void> {
+  const stream = objectStreamName(bucket);
+  await jsm.streams.purge(stream, { filter: objectMetaSubject(bucket, name), seq: revision.metaSeq + 1 });
+  await jsm.streams.purge(stream, { filter: objectChunkSubject(bucket, revision.nuid) });
 }
 
 function digestToHex(digest: string): string | undefined {

@@ -1,28 +1,37 @@
+import { randomUUID } from "node:crypto";
 import { AckPolicy, jetstreamManager, RetentionPolicy, type JetStreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { parsePayloadRef } from "./envelope.js";
 import { describeError } from "./errors.js";
 import type { Logger } from "./logger.js";
+import { createLease, leaseBucketName } from "./lease.js";
 import { jetstreamNames } from "./names.js";
 import {
-  objectChunkSubject,
   objectMetaSubject,
   objectStreamName,
   OrderedChunkReader,
+  purgePayloadRevision,
   type PayloadObjectInfo,
 } from "./payload.js";
 
 export interface PayloadJanitorOptions {
   config: { STREAM: string; SUBJECT: string };
   log: Logger;
-  /** Run every this many ms (default 60 s); 0 = only when runOnce() is called. */
+  /** Run every this many ms (default 5 min); 0 = only when runOnce() is called. */
   intervalMs?: number;
   /**
    * Minimum age before an unreferenced object or an orphan chunk set is
    * removed (default 15 min). It covers the gap between an upload finishing
-   * and its envelope being published, and uploads still in progress.
+   * and its envelope being published, and uploads still in progress (a chunk
+   * set is judged by its last chunk).
    */
   graceMs?: number;
+  /**
+   * Share the periodic runs with every other process of the deployment: a
+   * run starts only under the sweep lease (KV bucket `<STREAM>_leases`), so
+   * of N replicas one sweeps per interval. runOnce() ignores the lease.
+   */
+  lease?: boolean;
 }
 
 export interface PayloadJanitorRun {
@@ -44,7 +53,7 @@ export interface PayloadJanitor extends AsyncDisposable {
   close(): Promise<void>;
 }
 
-export const DEFAULT_JANITOR_INTERVAL_MS = 60_000;
+export const DEFAULT_JANITOR_INTERVAL_MS = 5 * 60_000;
 export const DEFAULT_JANITOR_GRACE_MS = 15 * 60_000;
 const SCAN_BATCH = 256;
 const SCAN_STALL_MS = 30_000;
@@ -56,12 +65,15 @@ interface LiveObject {
 }
 
 /**
- * Removes payload objects once every sink group has acknowledged their
- * envelope (DESIGN §6): an object goes when neither the envelope stream (an
- * interest-retention stream drops a message once every group acked it) nor
- * the dead-letter stream (kept so `dlq replay` still finds the payload) holds
- * an envelope naming it, and it is older than the grace period. Also purges
- * chunks of uploads that never got their meta (consumer crashed mid-upload).
+ * The periodic sweep of the payload bucket, and the authority on what may go
+ * (the SDK's fast release handles the common case within seconds of the last
+ * ack; see payloadRelease.ts): an object goes when neither the envelope
+ * stream (an interest-retention stream drops a message once every group acked
+ * it) nor the dead-letter stream (kept so `dlq replay` still finds the
+ * payload) holds an envelope naming it, and it is older than the grace
+ * period. This removes objects orphaned by a crash between upload and publish
+ * and objects whose last group is not an SDK sink. Also purges chunks of
+ * uploads that never got their meta (consumer crashed mid-upload).
  */
 export function createPayloadJanitor(nc: NatsConnection, opts: PayloadJanitorOptions): PayloadJanitor {
   const names = jetstreamNames(opts.config);
@@ -71,6 +83,15 @@ export function createPayloadJanitor(nc: NatsConnection, opts: PayloadJanitorOpt
   const intervalMs = opts.intervalMs ?? DEFAULT_JANITOR_INTERVAL_MS;
   const log = opts.log.child({ component: "payload-janitor", bucket });
   const closing = new AbortController();
+  const holder = randomUUID();
+  const lease = opts.lease
+    ? createLease(nc, {
+        bucket: leaseBucketName(opts.config.STREAM),
+        key: "payload-sweep",
+        holder,
+        durationMs: intervalMs,
+      })
+    : undefined;
   let running: Promise<PayloadJanitorRun> | undefined;
   let timer: NodeJS.Timeout | undefined;
 
@@ -167,11 +188,13 @@ export function createPayloadJanitor(nc: NatsConnection, opts: PayloadJanitorOpt
       }
       const age = now - Date.parse(obj.info.mtime);
       if (!(age > graceMs)) continue;
-      // Meta first, and only up to this revision: a re-upload under the same name survives.
-      await jsm.streams.purge(objStream, { filter: objectMetaSubject(bucket, name), seq: obj.metaSeq + 1 });
-      await jsm.streams.purge(objStream, { filter: objectChunkSubject(bucket, obj.info.nuid) });
+      // Only up to this revision: a re-upload under the same name survives.
+      await purgePayloadRevision(jsm, bucket, name, { metaSeq: obj.metaSeq, nuid: obj.info.nuid });
       result.deleted++;
-      log.info({ object: name, size: obj.info.size, ageMs: age }, "payload object removed: every group is done");
+      log.info(
+        { object: name, size: obj.info.size, ageMs: age },
+        "payload object removed by the sweep: no envelope references it",
+      );
     }
     for (const t of tombstones) {
       if (now - Date.parse(t.mtime) > graceMs) {
@@ -205,12 +228,27 @@ export function createPayloadJanitor(nc: NatsConnection, opts: PayloadJanitorOpt
     return running;
   };
 
+  /** A scheduled run: under the lease when shared (undefined when another process holds it). */
+  const tick = async (): Promise<PayloadJanitorRun | undefined> => {
+    if (lease && !(await lease.tryAcquire())) return undefined;
+    log.debug({ holder, intervalMs, graceMs }, "payload sweep started");
+    // A sweep outlasting the lease keeps it, so no other replica starts a second one.
+    const renew = lease
+      ? setInterval(() => void lease.renew().catch(() => undefined), Math.max(100, intervalMs / 2))
+      : undefined;
+    try {
+      return await runOnce();
+    } finally {
+      clearInterval(renew);
+    }
+  };
+
   const schedule = () => {
     if (intervalMs <= 0 || closing.signal.aborted) return;
     timer = setTimeout(() => {
-      runOnce()
+      tick()
         .then((r) => {
-          if (r.deleted || r.orphanChunksPurged) log.debug(r, "payload janitor run");
+          if (r) log.debug(r, "payload sweep done");
         })
         .catch((err: unknown) => {
           if (!closing.signal.aborted) log.warn({ err: describeError(err) }, "payload janitor run failed; will retry");

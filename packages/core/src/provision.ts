@@ -17,7 +17,9 @@ import { Objm } from "@nats-io/obj";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { NatsError } from "./errors.js";
 import type { Logger } from "./logger.js";
+import { leaseBucketName } from "./lease.js";
 import { jetstreamNames, type JetStreamNames } from "./names.js";
+import { DEFAULT_PIN_MAX_AGE_MS, pinBucketName } from "./payloadRelease.js";
 
 const NS_PER_MS = 1_000_000;
 
@@ -41,6 +43,8 @@ export interface ProvisionOptions {
   fingerprintTtlMs?: number;
   /** How long JetStream remembers Nats-Msg-Id values to drop duplicate publishes. */
   duplicateWindowMs?: number;
+  /** How long a dead letter's pin on its payload object lives: the dead-letter retention (default 30 days). */
+  pinMaxAgeMs?: number;
 }
 
 export interface Provisioned {
@@ -132,6 +136,7 @@ export async function provision(
       });
       changes.push(`created object store ${names.payloadBucket}`);
     }
+    await ensurePayloadBookkeeping(nc, jsm, config, options.pinMaxAgeMs ?? DEFAULT_PIN_MAX_AGE_MS, changes);
     if (options.sourceBuckets) {
       const kvm = new Kvm(nc);
       const fingerprintTtlMs = options.fingerprintTtlMs ?? DEFAULT_FINGERPRINT_TTL_MS;
@@ -167,6 +172,53 @@ export async function provision(
   }
   for (const change of changes) log.info({ change }, "provisioned");
   return { names, changes };
+}
+
+/**
+ * The KV buckets of the payload lifecycle: pins (objects dead letters still
+ * reference, kept as long as dead letters are) and leases (one periodic sweep
+ * per interval across replicas).
+ */
+async function ensurePayloadBookkeeping(
+  nc: NatsConnection,
+  jsm: JetStreamManager,
+  config: ProvisionConfig,
+  pinMaxAgeMs: number,
+  changes: string[],
+): Promise<void> {
+  const kvm = new Kvm(nc);
+  const pins = pinBucketName(config.STREAM);
+  const pinsStream = `KV_${pins}`;
+  let pinsInfo: StreamInfo | undefined;
+  try {
+    pinsInfo = await jsm.streams.info(pinsStream);
+  } catch (err) {
+    if (!isNotFound(err, JetStreamApiCodes.StreamNotFound)) throw err;
+  }
+  if (!pinsInfo) {
+    await kvm.create(pins, {
+      history: 1,
+      storage: StorageType.File,
+      replicas: config.STREAM_REPLICAS,
+      ttl: pinMaxAgeMs,
+      description: "filerelay: payload objects that dead letters reference",
+    });
+    changes.push(`created KV ${pins}`);
+  } else if (pinsInfo.config.max_age !== 0 && pinsInfo.config.max_age < pinMaxAgeMs * NS_PER_MS) {
+    // Only ever lengthened: a pin outliving its dead letter merely defers the object to the sweep.
+    await jsm.streams.update(pinsStream, { ...pinsInfo.config, max_age: pinMaxAgeMs * NS_PER_MS });
+    changes.push(`updated KV ${pins}: max_age`);
+  }
+  const leases = leaseBucketName(config.STREAM);
+  if (!(await bucketExists(jsm, `KV_${leases}`))) {
+    await kvm.create(leases, {
+      history: 1,
+      storage: StorageType.File,
+      replicas: config.STREAM_REPLICAS,
+      description: "filerelay: leases of periodic jobs shared by replicas",
+    });
+    changes.push(`created KV ${leases}`);
+  }
 }
 
 async function bucketExists(jsm: JetStreamManager, stream: string): Promise<boolean> {

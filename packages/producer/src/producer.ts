@@ -5,6 +5,7 @@ import {
   connectNats,
   consumeFiles,
   createMetrics,
+  createPayloadJanitor,
   describeError,
   EnvelopeError,
   natsReadiness,
@@ -179,6 +180,14 @@ export async function runProducer(config: ProducerConfig, options: RunProducerOp
     [Symbol.asyncDispose]: () => nc.drain().catch(() => nc.close()),
   };
   await using _watch = watchNatsConnection(nc, metrics);
+  // Orphaned payload objects: one replica of the deployment sweeps per interval.
+  await using _sweep = createPayloadJanitor(nc, {
+    config,
+    log,
+    intervalMs: config.PAYLOAD_SWEEP_INTERVAL_MS,
+    graceMs: config.PAYLOAD_ORPHAN_GRACE_MS,
+    lease: true,
+  });
   const jsm = await jetstreamManager(nc);
   metrics.trackPendingMessages(
     config.PRODUCER_GROUP,
