@@ -13,6 +13,7 @@ import { join } from "node:path";
 import { Readable } from "node:stream";
 import { fileURLToPath } from "node:url";
 import { jetstream, jetstreamManager, type JetStreamManager } from "@nats-io/jetstream";
+import { Kvm } from "@nats-io/kv";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import {
@@ -44,6 +45,9 @@ const objStream = objectStreamName(bucket);
 const EMPTY_BUCKET_BYTES = 4 * 1024;
 /** How soon after the last ack the bucket must be empty. */
 const RELEASE_WITHIN_MS = 10_000;
+/** A short fingerprint window, so that expiry is seen within a test. */
+const FINGERPRINT_TTL_MS = 4000;
+const fingerprintStream = `KV_${jetstreamNames({ STREAM: "FILES", SUBJECT: "files.input" }).fingerprintBucket}`;
 const CLI = fileURLToPath(new URL("../packages/cli/dist/main.js", import.meta.url));
 
 let root: string;
@@ -86,6 +90,11 @@ function dropSeeded(name: string, size: number): Promise<string> {
 }
 
 const written = (svc: RunningService) => svc.logs().filter((l) => l.msg === "file written");
+
+/** Messages in the fingerprint bucket (records and delete markers alike). */
+async function fingerprintRecords(jsm: JetStreamManager): Promise<number> {
+  return (await jsm.streams.info(fingerprintStream)).state.messages;
+}
 
 async function bucketBytes(jsm: JetStreamManager): Promise<number> {
   return (await jsm.streams.info(objStream)).state.bytes;
@@ -260,10 +269,10 @@ describe("the payload sweep in the running services", () => {
 });
 
 describe("soak: 40 × 20 MiB", () => {
-  it("the payload bucket returns to ≈ 0 within 10 s of the last ack", async () => {
+  it("the payload bucket returns to ≈ 0 within 10 s of the last ack; fingerprint records expire after their window", async () => {
     const count = 40;
     await using nats = await startNats();
-    await using consumer = startConsumer(nats);
+    await using consumer = startConsumer(nats, { FINGERPRINT_TTL_MS: String(FINGERPRINT_TTL_MS) });
     await ready(consumer, "consumer started");
     await using producer = startProducer(nats, join(root, "out"));
     await ready(producer, "consuming files");
@@ -289,8 +298,73 @@ describe("soak: 40 × 20 MiB", () => {
       // Released as they went, not all held until the end.
       expect(peak).toBeLessThan(count * 20 * MiB);
       console.log(`soak: payload bucket peak ${(peak / MiB).toFixed(0)} MiB for ${count * 20} MiB relayed`);
+      // Deleted files need their fingerprints no longer than the window: the bucket empties by itself.
+      await waitFor(async () => (await fingerprintRecords(jsm)) === 0, {
+        timeoutMs: FINGERPRINT_TTL_MS + 10_000,
+        message: "the fingerprint bucket to empty after FINGERPRINT_TTL_MS",
+      });
     } finally {
       await nc.close();
     }
   }, 300_000);
+});
+
+describe("fingerprint records of files left in place", () => {
+  it("are refreshed while the files stay (a restart after the window publishes nothing again) and forgotten when they go", async () => {
+    await using nats = await startNats();
+    const env = {
+      DELETE_AFTER_PROCESSING: "false",
+      POLL_INTERVAL_MS: "200",
+      FINGERPRINT_TTL_MS: String(FINGERPRINT_TTL_MS),
+    };
+    const nc = await connectTo(nats);
+    try {
+      const jsm = await jetstreamManager(nc);
+      const keep = await dropSeeded("keep.csv", 1000);
+      await dropSeeded("gone.csv", 2000);
+      {
+        await using consumer = startConsumer(nats, env);
+        await waitFor(() => consumer.logs().filter((l) => l.msg === "file published").length === 2, {
+          message: "both files published",
+        });
+        // Past the window, the records are still there: rewritten half-way.
+        const refreshed = consumer
+          .logs()
+          .filter((l) => l.msg === "refreshed the fingerprint records of files left in place").length;
+        await consumer.waitForLog(
+          () =>
+            consumer.logs().filter((l) => l.msg === "refreshed the fingerprint records of files left in place")
+              .length >=
+            refreshed + 3,
+          FINGERPRINT_TTL_MS * 4,
+        );
+        // A file removed by someone else: its record goes (a purge leaves one marker, which expires too).
+        await rm(join(inputDir(), "gone.csv"));
+        const kv = await new Kvm(nc).open(
+          jetstreamNames({ STREAM: "FILES", SUBJECT: "files.input" }).fingerprintBucket,
+        );
+        await waitFor(
+          async () => {
+            let live = 0;
+            for await (const key of await kv.keys()) {
+              const e = await kv.get(key);
+              if (e?.operation === "PUT") live++;
+            }
+            return live === 1;
+          },
+          { message: "one live fingerprint record (keep.csv)" },
+        );
+        await consumer.stop();
+      }
+      {
+        await using consumer = startConsumer(nats, env);
+        const line = await consumer.waitForLog((l) => l.msg === "file already published", 30_000);
+        expect(line.sha256).toBe(keep);
+        expect(consumer.logs().filter((l) => l.msg === "file published")).toEqual([]);
+      }
+      expect((await jsm.streams.info("FILES")).state.last_seq).toBe(2);
+    } finally {
+      await nc.close();
+    }
+  }, 120_000);
 });
