@@ -16,6 +16,7 @@ export * from "./http.js";
 export * from "./payload.js";
 export * from "./payloadJanitor.js";
 export * from "./deadLetter.js";
+export * from "./deadLetterFit.js";
 export * from "./consumeFiles.js";
 export * from "./configReference.js";
 export * from "./semaphore.js";
