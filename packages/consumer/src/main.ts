@@ -54,6 +54,7 @@ async function main({ signal }: ServiceContext): Promise<void> {
       groups: config.SINK_GROUPS,
       sourceBuckets: true,
       claimTtlMs: config.CLAIM_TTL_MS,
+      dlqLimits: { maxAgeMs: config.DLQ_MAX_AGE, maxBytes: config.DLQ_MAX_BYTES },
     });
     // Keeps the natsConnected / natsReconnects metrics true to the connection.
     await using _connectionMetrics = watchNatsConnection(nc, metrics);

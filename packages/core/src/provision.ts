@@ -15,6 +15,7 @@ import {
 import { Kvm } from "@nats-io/kv";
 import { Objm } from "@nats-io/obj";
 import type { NatsConnection } from "@nats-io/transport-node";
+import { DEFAULT_DLQ_MAX_AGE_MS } from "./config.js";
 import { NatsError } from "./errors.js";
 import type { Logger } from "./logger.js";
 import { jetstreamNames, type JetStreamNames } from "./names.js";
@@ -39,6 +40,18 @@ export interface ProvisionOptions {
   claimTtlMs?: number;
   /** How long JetStream remembers Nats-Msg-Id values to drop duplicate publishes. */
   duplicateWindowMs?: number;
+  /**
+   * Limits of the DLQ stream, applied when it is created and also when it
+   * exists with others (updated in place). Unset: a new DLQ stream gets
+   * DEFAULT_DLQ_MAX_AGE_MS and no byte limit, an existing one is left as is.
+   */
+  dlqLimits?: DlqLimits;
+}
+
+export interface DlqLimits {
+  maxAgeMs: number;
+  /** Unset = no byte limit. */
+  maxBytes?: number | undefined;
 }
 
 export interface Provisioned {
@@ -111,10 +124,14 @@ export async function provision(
         discard: DiscardPolicy.Old,
         num_replicas: config.STREAM_REPLICAS,
         allow_direct: true,
+        // Dead letters must not grow forever: the oldest go first (DiscardPolicy.Old).
+        max_age: (options.dlqLimits?.maxAgeMs ?? DEFAULT_DLQ_MAX_AGE_MS) * NS_PER_MS,
+        max_bytes: options.dlqLimits?.maxBytes ?? -1,
       },
       undefined,
       changes,
       log,
+      options.dlqLimits ? ["max_age", "max_bytes"] : [],
     );
     for (const group of options.groups ?? []) {
       await ensureGroup(jsm, names.stream, groupConsumerConfig(group, config.SUBJECT, options.ackWaitMs), changes);
@@ -177,6 +194,8 @@ async function ensureStream(
   mustCover: string | undefined,
   changes: string[],
   log: Logger,
+  /** Limits set to `wanted`'s values on an existing stream too (never by purging: the server applies them). */
+  enforce: readonly ("max_age" | "max_bytes")[] = [],
 ): Promise<void> {
   let info: StreamInfo;
   try {
@@ -206,6 +225,9 @@ async function ensureStream(
   }
   if (wanted.duplicate_window !== undefined && current.duplicate_window < wanted.duplicate_window) {
     update.duplicate_window = wanted.duplicate_window;
+  }
+  for (const limit of enforce) {
+    if (wanted[limit] !== undefined && current[limit] !== wanted[limit]) update[limit] = wanted[limit];
   }
   if (Object.keys(update).length > 0) {
     await jsm.streams.update(wanted.name, { ...current, ...update });

@@ -223,6 +223,7 @@ export async function runProducer(config: ProducerConfig, options: RunProducerOp
       log,
       drainTimeoutMs: config.SHUTDOWN_TIMEOUT_MS,
       replicas: config.STREAM_REPLICAS,
+      dlqLimits: { maxAgeMs: config.DLQ_MAX_AGE, maxBytes: config.DLQ_MAX_BYTES },
       // The handler logs the outcome line ("file written"); the SDK's own is debug.
       ackedLogLevel: "debug",
       onOutcome,
