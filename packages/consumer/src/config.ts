@@ -81,6 +81,14 @@ export const consumerEnvSchema = z.object({
     "How long a publish claim of a crashed replica blocks others (claims bucket max age, applied when the bucket is created)",
     { min: 1000 },
   ).default(120_000),
+  ARCHIVE_RETENTION_DAYS: envInt(
+    "Remove ARCHIVE_DIR/YYYY-MM-DD folders older than this many days (UTC; today and that many days before it are kept; checked at start and hourly); unset = keep forever",
+    { min: 1, max: 36_500 },
+  ).optional(),
+  ERROR_RETENTION_DAYS: envInt(
+    "Remove ERROR_DIR/YYYY-MM-DD folders older than this many days (UTC; today and that many days before it are kept; checked at start and hourly); unset = keep forever",
+    { min: 1, max: 36_500 },
+  ).optional(),
 });
 
 type ParsedConsumerEnv = z.output<typeof consumerEnvSchema>;

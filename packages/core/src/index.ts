@@ -20,3 +20,4 @@ export * from "./deadLetterFit.js";
 export * from "./consumeFiles.js";
 export * from "./configReference.js";
 export * from "./semaphore.js";
+export * from "./retention.js";

@@ -8,8 +8,10 @@ import {
   describeError,
   EnvelopeError,
   natsReadiness,
+  retentionRoots,
   SinkError,
   startHttpServer,
+  startRetentionPruner,
   watchNatsConnection,
   type Envelope,
   type FileContext,
@@ -169,6 +171,11 @@ export async function runProducer(config: ProducerConfig, options: RunProducerOp
   await using metrics = createMetrics("producer");
   await using sink = factory(config, { log: log.child({ sink: config.SINK }) });
   await sink.init();
+  // Dated ERROR_DIR folders past ERROR_RETENTION_DAYS: removed at start, then hourly.
+  await using _retention = startRetentionPruner({
+    roots: retentionRoots([{ label: "ERROR_DIR", dir: config.ERROR_DIR, days: config.ERROR_RETENTION_DAYS }]),
+    log,
+  });
 
   const nc: NatsConnection = await connectNats(config, {
     name: `filerelay-producer-${config.PRODUCER_GROUP}`,
