@@ -87,6 +87,14 @@ export const consumerEnvSchema = z.object({
     "How long the record of a published file version is kept (fingerprint bucket max age, applied at start). Deleted or archived files need it only until they are disposed of; files left in place keep theirs refreshed while they stay, but a consumer stopped for longer than this publishes them again",
     { min: 1000 },
   ).default(7 * 24 * 3_600_000),
+  ARCHIVE_RETENTION_DAYS: envInt(
+    "Remove ARCHIVE_DIR/YYYY-MM-DD folders older than this many days (UTC; today and that many days before it are kept; checked at start and hourly); unset = keep forever",
+    { min: 1, max: 36_500 },
+  ).optional(),
+  ERROR_RETENTION_DAYS: envInt(
+    "Remove ERROR_DIR/YYYY-MM-DD folders older than this many days (UTC; today and that many days before it are kept; checked at start and hourly); unset = keep forever",
+    { min: 1, max: 36_500 },
+  ).optional(),
 });
 
 type ParsedConsumerEnv = z.output<typeof consumerEnvSchema>;

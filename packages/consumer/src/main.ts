@@ -10,8 +10,10 @@ import {
   natsReadiness,
   provision,
   redactConfig,
+  retentionRoots,
   runService,
   startHttpServer,
+  startRetentionPruner,
   watchNatsConnection,
   withTimeout,
   type ServiceContext,
@@ -56,6 +58,7 @@ async function main({ signal }: ServiceContext): Promise<void> {
       sourceBuckets: true,
       claimTtlMs: config.CLAIM_TTL_MS,
       fingerprintTtlMs: config.FINGERPRINT_TTL_MS,
+      dlqLimits: { maxAgeMs: config.DLQ_MAX_AGE, maxBytes: config.DLQ_MAX_BYTES },
     });
     // Orphaned payload objects: one replica of the deployment (consumers and producers) sweeps per interval.
     await using _sweep = createPayloadJanitor(nc, {
@@ -64,6 +67,14 @@ async function main({ signal }: ServiceContext): Promise<void> {
       intervalMs: config.PAYLOAD_SWEEP_INTERVAL_MS,
       graceMs: config.PAYLOAD_ORPHAN_GRACE_MS,
       lease: true,
+    });
+    // Dated folders past ARCHIVE_RETENTION_DAYS / ERROR_RETENTION_DAYS: removed at start, then hourly.
+    await using _retention = startRetentionPruner({
+      roots: retentionRoots([
+        { label: "ARCHIVE_DIR", dir: config.ARCHIVE_DIR, days: config.ARCHIVE_RETENTION_DAYS },
+        { label: "ERROR_DIR", dir: config.ERROR_DIR, days: config.ERROR_RETENTION_DAYS },
+      ]),
+      log,
     });
     // Keeps the natsConnected / natsReconnects metrics true to the connection.
     await using _connectionMetrics = watchNatsConnection(nc, metrics);

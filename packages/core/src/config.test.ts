@@ -3,7 +3,17 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { z } from "zod";
-import { commonEnvShape, envBytes, envInt, envString, loadConfig, parseBytes, redactConfig } from "./config.js";
+import {
+  commonEnvShape,
+  envBytes,
+  envDuration,
+  envInt,
+  envString,
+  loadConfig,
+  parseBytes,
+  parseDuration,
+  redactConfig,
+} from "./config.js";
 import { ConfigError } from "./errors.js";
 
 const schema = z.object({
@@ -87,4 +97,44 @@ describe("parseBytes", () => {
     ["1.5KiB", 1536],
   ])("%s → %d", (raw, n) => expect(parseBytes(raw)).toBe(n));
   it.each(["", "abc", "-1", "12 parsecs"])("rejects %j", (raw) => expect(parseBytes(raw)).toBeUndefined());
+});
+
+describe("parseDuration", () => {
+  it.each([
+    ["60000", 60_000],
+    ["250ms", 250],
+    ["90s", 90_000],
+    ["15m", 900_000],
+    ["12h", 43_200_000],
+    ["30d", 2_592_000_000],
+    ["2w", 1_209_600_000],
+    ["1.5h", 5_400_000],
+    [" 7 D ", 604_800_000],
+  ])("%s → %d", (raw, n) => expect(parseDuration(raw)).toBe(n));
+  it.each(["", "abc", "-1d", "3 fortnights", "1h30m", "1e3"])("rejects %j", (raw) =>
+    expect(parseDuration(raw)).toBeUndefined(),
+  );
+});
+
+describe("envDuration and the DLQ limits", () => {
+  it("reads DLQ_MAX_AGE as a duration (default 30 days) and DLQ_MAX_BYTES as bytes (unset = no limit)", async () => {
+    const defaults = await loadConfig(schema, { INPUT_DIR: "/in" });
+    expect(defaults.DLQ_MAX_AGE).toBe(30 * 86_400_000);
+    expect(defaults.DLQ_MAX_BYTES).toBeUndefined();
+    const set = await loadConfig(schema, { INPUT_DIR: "/in", DLQ_MAX_AGE: "12h", DLQ_MAX_BYTES: "10GiB" });
+    expect(set.DLQ_MAX_AGE).toBe(43_200_000);
+    expect(set.DLQ_MAX_BYTES).toBe(10 * 1024 ** 3);
+  });
+
+  it("names the expected forms and the bounds", async () => {
+    const err = await loadConfig(schema, { INPUT_DIR: "/in", DLQ_MAX_AGE: "soon", DLQ_MAX_BYTES: "1" }).catch(
+      (e: unknown) => e,
+    );
+    const problems = (err as ConfigError).problems;
+    expect(problems.find((p) => p.startsWith("DLQ_MAX_AGE:"))).toMatch(/duration such as 30d.*"soon"/);
+    expect(problems.find((p) => p.startsWith("DLQ_MAX_BYTES:"))).toMatch(/from 1024/);
+    const tiny = z.object({ T: envDuration("t", { min: 1000, max: 5000 }) });
+    await expect(loadConfig(tiny, { T: "500ms" })).rejects.toThrow(/from 1000 to 5000 ms, got 500/);
+    await expect(loadConfig(tiny, { T: "2s" })).resolves.toEqual({ T: 2000 });
+  });
 });

@@ -94,6 +94,49 @@ export function envBytes(description: string, opts: { min?: number; max?: number
     .describe(description);
 }
 
+const DURATION_UNITS: Record<string, number> = {
+  "": 1,
+  ms: 1,
+  s: 1000,
+  m: 60_000,
+  h: 3_600_000,
+  d: 86_400_000,
+  w: 604_800_000,
+};
+
+/** Parses "30d", "12h", "90s", "250ms" or plain milliseconds ("60000") into milliseconds. */
+export function parseDuration(raw: string): number | undefined {
+  const m = /^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$/.exec(raw);
+  if (!m) return undefined;
+  const unit = DURATION_UNITS[(m[2] ?? "").toLowerCase()];
+  if (unit === undefined) return undefined;
+  const n = Math.round(Number(m[1]) * unit);
+  return Number.isSafeInteger(n) ? n : undefined;
+}
+
+/** A duration in milliseconds, written as 30d, 12h, 15m, 90s, 250ms or plain milliseconds. */
+export function envDuration(description: string, opts: { min?: number; max?: number } = {}) {
+  const { min = 0, max = Number.MAX_SAFE_INTEGER } = opts;
+  return z
+    .string()
+    .transform((raw, ctx) => {
+      const n = parseDuration(raw);
+      if (n === undefined) {
+        ctx.addIssue({
+          code: "custom",
+          message: `expected a duration such as 30d, 12h, 15m, 90s or milliseconds, got ${got(raw)}`,
+        });
+        return z.NEVER;
+      }
+      if (n < min || n > max) {
+        ctx.addIssue({ code: "custom", message: `expected a duration from ${min} to ${max} ms, got ${n}` });
+        return z.NEVER;
+      }
+      return n;
+    })
+    .describe(description);
+}
+
 export function envBool(description: string) {
   return z
     .string()
@@ -168,6 +211,9 @@ export function envSubject(description: string) {
 // ---------------------------------------------------------------------------
 // Common variables (DESIGN §4).
 
+/** Dead letters are kept this long unless DLQ_MAX_AGE says otherwise. */
+export const DEFAULT_DLQ_MAX_AGE_MS = 30 * 86_400_000;
+
 export const LOG_LEVELS = ["trace", "debug", "info", "warn", "error", "fatal", "silent"] as const;
 
 export function commonEnvShape(service: { httpPort: number }) {
@@ -198,6 +244,14 @@ export function commonEnvShape(service: { httpPort: number }) {
       "Age before the payload sweep removes an object no envelope references, or the chunks of an upload that never finished (covers upload-to-publish and uploads in progress)",
       { min: 1000 },
     ).default(900_000),
+    DLQ_MAX_AGE: envDuration(
+      "How long dead letters are kept in the dead-letter stream (FILES_DLQ), e.g. 30d or 12h; applied at every start, also to an existing stream",
+      { min: 1000 },
+    ).default(DEFAULT_DLQ_MAX_AGE_MS),
+    DLQ_MAX_BYTES: envBytes(
+      "Most bytes the dead-letter stream holds, e.g. 10GiB; the oldest dead letters go first (unset = no byte limit)",
+      { min: 1024 },
+    ).optional(),
   };
 }
 

@@ -58,6 +58,19 @@ function byteForm(n: number): string | undefined {
   return undefined;
 }
 
+/** Milliseconds that are whole days, hours, minutes or seconds read better as 30d; envDuration accepts both. */
+function durationForm(ms: number): string | undefined {
+  for (const [unit, size] of [
+    ["d", 86_400_000],
+    ["h", 3_600_000],
+    ["m", 60_000],
+    ["s", 1000],
+  ] as const) {
+    if (ms >= size && ms % size === 0) return `${ms / size}${unit}`;
+  }
+  return undefined;
+}
+
 /**
  * The default as an environment value. A candidate spelling is accepted only
  * if parsing it with the field's own schema gives the default back, so the
@@ -69,6 +82,8 @@ function formatDefault(value: unknown, inner: z.ZodType): string {
   if (typeof value === "number") {
     const bytes = byteForm(value);
     if (bytes) candidates.push(bytes);
+    const duration = durationForm(value);
+    if (duration) candidates.push(duration);
     candidates.push(String(value), `0${value.toString(8)}`);
   } else if (Array.isArray(value)) {
     candidates.push(value.map(String).join(","));

@@ -18,7 +18,7 @@ import { jetstreamNames } from "./names.js";
 import { connectNats } from "./nats.js";
 import { checkObjectPayload, openPayload } from "./payload.js";
 import { createPayloadReleaser, objectNameIn } from "./payloadRelease.js";
-import { DEFAULT_ACK_WAIT_MS, provision } from "./provision.js";
+import { DEFAULT_ACK_WAIT_MS, provision, type DlqLimits } from "./provision.js";
 import { createSemaphore } from "./semaphore.js";
 
 export interface FileContext {
@@ -84,6 +84,8 @@ export interface ConsumeFilesOptions {
   allowedBuckets?: readonly string[];
   /** Stream replicas when the SDK has to create the stream (default 1; an existing stream is left as is). */
   replicas?: number;
+  /** DLQ stream limits to apply (see ProvisionOptions.dlqLimits; unset leaves an existing DLQ stream as is). */
+  dlqLimits?: DlqLimits;
   /** Pull request lifetime (default 5 s): bounds how long a shutdown waits for a pull to end. */
   fetchExpiresMs?: number;
   /**
@@ -173,6 +175,7 @@ export async function consumeFiles(
         {
           log,
           groups: [options.group],
+          ...(options.dlqLimits ? { dlqLimits: options.dlqLimits } : {}),
           ...(options.ackWaitMs !== undefined
             ? { ackWaitMs: options.ackWaitMs }
             : existing?.config.ack_wait

@@ -1,5 +1,5 @@
 import { createWriteStream } from "node:fs";
-import { mkdir, rename, rm, writeFile } from "node:fs/promises";
+import { mkdir, rename, rm, statfs, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
@@ -9,6 +9,7 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import { headersToRecord, type Envelope } from "./envelope.js";
 import { describeError, FilerelayError, type ErrorCode } from "./errors.js";
 import type { Logger } from "./logger.js";
+import { cleanHeaderValue, cutToBytes, fitDeadLetter, type TruncatedPart } from "./deadLetterFit.js";
 import { dlqSubject } from "./names.js";
 
 /** Headers a dead letter carries on top of the original envelope headers. */
@@ -19,6 +20,11 @@ export const DLQ_HEADERS = {
   group: "filerelay-group",
   time: "filerelay-dead-lettered-at",
   streamSeq: "filerelay-stream-seq",
+  /** Set when the dead letter is not the whole original: "headers", "body" or "headers,body". */
+  truncated: "filerelay-truncated",
+  /** With filerelay-truncated: the original header block and body sizes, in bytes. */
+  originalHeaderBytes: "filerelay-original-header-bytes",
+  originalBodyBytes: "filerelay-original-body-bytes",
 } as const;
 
 export interface DeadLetterOptions {
@@ -45,6 +51,8 @@ export interface DeadLetterOptions {
   errorDir?: string;
   /** Opens the payload for the error directory copy; its failure only skips the copy. */
   openPayload?: () => Readable;
+  /** Free and total bytes of the error directory's filesystem (default: statfs); tests substitute it. */
+  freeSpace?: (dir: string) => Promise<{ free: number; total: number }>;
   log?: Logger;
   timeoutMs?: number;
   now?: Date;
@@ -58,12 +66,10 @@ export interface DeadLetterResult {
   files: string[];
 }
 
-/** Header values must be one line; long cause chains are cut. */
-function headerValue(text: string, max = 1024): string {
-  // eslint-disable-next-line no-control-regex -- stripping control characters is the point
-  const one = text.replace(/[\u0000-\u001f\u007f]+/g, " ").trim();
-  return one.length > max ? `${one.slice(0, max - 1)}…` : one;
-}
+/** Longest filerelay-error value (long cause chains are cut). */
+const ERROR_HEADER_MAX_BYTES = 1024;
+/** max_payload when the server did not say (the nats-server default). */
+const DEFAULT_MAX_PAYLOAD = 1024 * 1024;
 
 /** A file-name-safe id: the envelope's ce-id when it is sane, else the dedup id. */
 function errorFileId(opts: DeadLetterOptions, record: Record<string, string>): string {
@@ -75,7 +81,11 @@ function errorFileId(opts: DeadLetterOptions, record: Record<string, string>): s
 /**
  * Publishes the message (headers + body) to `filerelay.dlq.<group>` (stream
  * `<STREAM>_DLQ`) with the filerelay-error, -error-code, -deliveries and -group
- * headers, and waits for the PubAck. Throws FilerelayError DLQ_PUBLISH_FAILED
+ * headers, and waits for the PubAck. What would make the broker refuse it
+ * (a header block over 64 KiB, headers + body over max_payload, Nats-*
+ * directives meant for the original stream) is trimmed (see fitDeadLetter)
+ * and named in filerelay-truncated; the error directory copy keeps the whole
+ * original. Throws FilerelayError DLQ_PUBLISH_FAILED
  * if the broker did not store it: the caller must then nak, never term(), so a
  * dead letter is never lost. The error directory copy is best effort (the DLQ
  * stream already holds the message) and is logged when it fails.
@@ -86,24 +96,31 @@ export async function deadLetter(nc: NatsConnection, opts: DeadLetterOptions): P
       ? headersToRecord(opts.headers as MsgHdrs)
       : { ...((opts.headers as Record<string, string> | undefined) ?? {}) };
   const now = opts.now ?? new Date();
+  const own: [string, string][] = [
+    [DLQ_HEADERS.error, cutToBytes(cleanHeaderValue(opts.error), ERROR_HEADER_MAX_BYTES)],
+    [DLQ_HEADERS.code, opts.code],
+    [DLQ_HEADERS.deliveries, String(opts.deliveries)],
+    [DLQ_HEADERS.group, opts.group],
+    [DLQ_HEADERS.time, now.toISOString()],
+  ];
+  if (opts.streamSeq !== undefined) own.push([DLQ_HEADERS.streamSeq, String(opts.streamSeq)]);
+  // Our own dedup id replaces the envelope's (ce-id is shared by every group's dead letter).
+  const fitted = fitDeadLetter(record, own, opts.body.length, {
+    maxPayload: nc.info?.max_payload ?? DEFAULT_MAX_PAYLOAD,
+  });
   const h = natsHeaders();
-  for (const [k, v] of Object.entries(record)) {
-    // Our own dedup id replaces the envelope's: ce-id is shared by every group's dead letter.
-    if (k.toLowerCase() === "nats-msg-id" || k.toLowerCase().startsWith("filerelay-")) continue;
-    h.set(k, headerValue(v, 8192));
+  for (const [k, v] of [...fitted.headers, ...own]) h.set(k, v);
+  if (fitted.truncated.length > 0) {
+    h.set(DLQ_HEADERS.truncated, fitted.truncated.join(","));
+    h.set(DLQ_HEADERS.originalHeaderBytes, String(fitted.originalHeaderBytes));
+    h.set(DLQ_HEADERS.originalBodyBytes, String(opts.body.length));
   }
-  h.set(DLQ_HEADERS.error, headerValue(opts.error));
-  h.set(DLQ_HEADERS.code, opts.code);
-  h.set(DLQ_HEADERS.deliveries, String(opts.deliveries));
-  h.set(DLQ_HEADERS.group, opts.group);
-  h.set(DLQ_HEADERS.time, now.toISOString());
-  if (opts.streamSeq !== undefined) h.set(DLQ_HEADERS.streamSeq, String(opts.streamSeq));
 
   let seq: number;
   let duplicate: boolean;
   try {
     const js = jetstream(nc, { timeout: opts.timeoutMs ?? 10_000 });
-    const ack = await js.publish(dlqSubject(opts.group), opts.body, {
+    const ack = await js.publish(dlqSubject(opts.group), fitted.keepBody ? opts.body : new Uint8Array(0), {
       headers: h,
       ...(opts.msgId ? { msgID: opts.msgId } : {}),
     });
@@ -118,7 +135,7 @@ export async function deadLetter(nc: NatsConnection, opts: DeadLetterOptions): P
   const files: string[] = [];
   if (opts.errorDir) {
     try {
-      files.push(...(await writeErrorFiles(opts, record, now)));
+      files.push(...(await writeErrorFiles(opts, record, now, fitted.truncated)));
     } catch (err) {
       opts.log?.warn(
         { err: describeError(err), errorDir: opts.errorDir },
@@ -129,29 +146,66 @@ export async function deadLetter(nc: NatsConnection, opts: DeadLetterOptions): P
   return { seq, duplicate, files };
 }
 
-async function writeErrorFiles(opts: DeadLetterOptions, record: Record<string, string>, now: Date): Promise<string[]> {
+/** Free space an error directory copy must leave: the larger of this and ERROR_COPY_HEADROOM_RATIO of the filesystem. */
+export const ERROR_COPY_HEADROOM_BYTES = 64 * 1024 * 1024;
+const ERROR_COPY_HEADROOM_RATIO = 0.05;
+
+/**
+ * Whether a payload copy of `bytes` may go to the error directory: it is a
+ * convenience next to the DLQ stream, so it must never be what fills a disk
+ * the sink (or anything else) writes to.
+ */
+export function errorCopyFits(bytes: number, space: { free: number; total: number }): boolean {
+  const headroom = Math.max(ERROR_COPY_HEADROOM_BYTES, space.total * ERROR_COPY_HEADROOM_RATIO);
+  return space.free - bytes >= headroom;
+}
+
+async function fileSystemSpace(dir: string): Promise<{ free: number; total: number }> {
+  const s = await statfs(dir);
+  return { free: s.bavail * s.bsize, total: s.blocks * s.bsize };
+}
+
+async function writeErrorFiles(
+  opts: DeadLetterOptions,
+  record: Record<string, string>,
+  now: Date,
+  truncated: readonly TruncatedPart[],
+): Promise<string[]> {
   const dir = join(opts.errorDir ?? "", now.toISOString().slice(0, 10));
   await mkdir(dir, { recursive: true });
   const id = errorFileId(opts, record);
   const files: string[] = [];
 
   let payloadFile: string | undefined;
+  let payloadNotCopied: string | undefined;
   const payloadPath = join(dir, `${id}.payload`);
   const tmpPayload = `${payloadPath}.${process.pid}.tmp`;
+  const fromObject = opts.envelope?.payload.kind === "object" && opts.openPayload !== undefined;
+  const payloadBytes = fromObject ? (opts.envelope?.size ?? 0) : opts.body.length;
   try {
-    if (opts.envelope?.payload.kind === "object" && opts.openPayload) {
-      await pipeline(opts.openPayload(), createWriteStream(tmpPayload));
-      await rename(tmpPayload, payloadPath);
-      payloadFile = payloadPath;
-    } else if (opts.body.length > 0) {
-      await writeFile(tmpPayload, opts.body);
-      await rename(tmpPayload, payloadPath);
-      payloadFile = payloadPath;
+    if (payloadBytes > 0 || fromObject) {
+      const space = await (opts.freeSpace ?? fileSystemSpace)(dir);
+      if (!errorCopyFits(payloadBytes, space)) {
+        payloadNotCopied = `not enough free space in the error directory (${space.free} bytes free)`;
+        opts.log?.warn(
+          { errorDir: opts.errorDir, bytes: payloadBytes, free: space.free },
+          "dead letter payload not copied to the error directory: not enough free space",
+        );
+      } else if (fromObject && opts.openPayload) {
+        await pipeline(opts.openPayload(), createWriteStream(tmpPayload));
+        await rename(tmpPayload, payloadPath);
+        payloadFile = payloadPath;
+      } else {
+        await writeFile(tmpPayload, opts.body);
+        await rename(tmpPayload, payloadPath);
+        payloadFile = payloadPath;
+      }
     }
   } catch (err) {
     // The payload could not be read (missing object, digest mismatch...): the envelope still goes.
     await rm(tmpPayload, { force: true });
-    opts.log?.debug({ err: describeError(err) }, "dead letter payload not copied to the error directory");
+    payloadNotCopied = describeError(err);
+    opts.log?.debug({ err: payloadNotCopied }, "dead letter payload not copied to the error directory");
   }
   if (payloadFile) files.push(payloadFile);
 
@@ -167,10 +221,18 @@ async function writeErrorFiles(opts: DeadLetterOptions, record: Record<string, s
     headers: record,
     bodyBytes: opts.body.length,
     payloadFile: payloadFile ? `${id}.payload` : null,
+    ...(payloadNotCopied !== undefined ? { payloadNotCopied } : {}),
+    // What the DLQ stream's copy lacks: this record (and the payload file) is the whole original.
+    ...(truncated.length > 0 ? { dlqTruncated: truncated } : {}),
   };
   const tmp = `${envelopePath}.${process.pid}.tmp`;
-  await writeFile(tmp, `${JSON.stringify(doc, null, 2)}\n`);
-  await rename(tmp, envelopePath);
+  try {
+    await writeFile(tmp, `${JSON.stringify(doc, null, 2)}\n`);
+    await rename(tmp, envelopePath);
+  } catch (err) {
+    await rm(tmp, { force: true });
+    throw err;
+  }
   files.push(envelopePath);
   return files;
 }

@@ -18,6 +18,8 @@ export * from "./payloadJanitor.js";
 export * from "./payloadRelease.js";
 export * from "./lease.js";
 export * from "./deadLetter.js";
+export * from "./deadLetterFit.js";
 export * from "./consumeFiles.js";
 export * from "./configReference.js";
 export * from "./semaphore.js";
+export * from "./retention.js";

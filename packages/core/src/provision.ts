@@ -15,6 +15,7 @@ import {
 import { Kvm } from "@nats-io/kv";
 import { Objm } from "@nats-io/obj";
 import type { NatsConnection } from "@nats-io/transport-node";
+import { DEFAULT_DLQ_MAX_AGE_MS } from "./config.js";
 import { NatsError } from "./errors.js";
 import type { Logger } from "./logger.js";
 import { leaseBucketName } from "./lease.js";
@@ -45,6 +46,18 @@ export interface ProvisionOptions {
   duplicateWindowMs?: number;
   /** How long a dead letter's pin on its payload object lives: the dead-letter retention (default 30 days). */
   pinMaxAgeMs?: number;
+  /**
+   * Limits of the DLQ stream, applied when it is created and also when it
+   * exists with others (updated in place). Unset: a new DLQ stream gets
+   * DEFAULT_DLQ_MAX_AGE_MS and no byte limit, an existing one is left as is.
+   */
+  dlqLimits?: DlqLimits;
+}
+
+export interface DlqLimits {
+  maxAgeMs: number;
+  /** Unset = no byte limit. */
+  maxBytes?: number | undefined;
 }
 
 export interface Provisioned {
@@ -118,10 +131,14 @@ export async function provision(
         discard: DiscardPolicy.Old,
         num_replicas: config.STREAM_REPLICAS,
         allow_direct: true,
+        // Dead letters must not grow forever: the oldest go first (DiscardPolicy.Old).
+        max_age: (options.dlqLimits?.maxAgeMs ?? DEFAULT_DLQ_MAX_AGE_MS) * NS_PER_MS,
+        max_bytes: options.dlqLimits?.maxBytes ?? -1,
       },
       undefined,
       changes,
       log,
+      options.dlqLimits ? ["max_age", "max_bytes"] : [],
     );
     for (const group of options.groups ?? []) {
       await ensureGroup(jsm, names.stream, groupConsumerConfig(group, config.SUBJECT, options.ackWaitMs), changes);
@@ -136,7 +153,9 @@ export async function provision(
       });
       changes.push(`created object store ${names.payloadBucket}`);
     }
-    await ensurePayloadBookkeeping(nc, jsm, config, options.pinMaxAgeMs ?? DEFAULT_PIN_MAX_AGE_MS, changes);
+    // A pin lives as long as the dead letter that needs its payload.
+    const pinMaxAgeMs = options.pinMaxAgeMs ?? options.dlqLimits?.maxAgeMs ?? DEFAULT_PIN_MAX_AGE_MS;
+    await ensurePayloadBookkeeping(nc, jsm, config, pinMaxAgeMs, changes);
     if (options.sourceBuckets) {
       const kvm = new Kvm(nc);
       const fingerprintTtlMs = options.fingerprintTtlMs ?? DEFAULT_FINGERPRINT_TTL_MS;
@@ -246,6 +265,8 @@ async function ensureStream(
   mustCover: string | undefined,
   changes: string[],
   log: Logger,
+  /** Limits set to `wanted`'s values on an existing stream too (never by purging: the server applies them). */
+  enforce: readonly ("max_age" | "max_bytes")[] = [],
 ): Promise<void> {
   let info: StreamInfo;
   try {
@@ -275,6 +296,9 @@ async function ensureStream(
   }
   if (wanted.duplicate_window !== undefined && current.duplicate_window < wanted.duplicate_window) {
     update.duplicate_window = wanted.duplicate_window;
+  }
+  for (const limit of enforce) {
+    if (wanted[limit] !== undefined && current[limit] !== wanted[limit]) update[limit] = wanted[limit];
   }
   if (Object.keys(update).length > 0) {
     await jsm.streams.update(wanted.name, { ...current, ...update });

@@ -117,6 +117,10 @@ export const producerEnvShape = {
     S3_CHECKSUM_MODES,
     "AWS SDK flexible checksums: when_supported or when_required (default when_required if S3_ENDPOINT is set, else when_supported)",
   ).optional(),
+  ERROR_RETENTION_DAYS: envInt(
+    "Remove ERROR_DIR/YYYY-MM-DD folders older than this many days (UTC; today and that many days before it are kept; checked at start and hourly); unset = keep forever",
+    { min: 1, max: 36_500 },
+  ).optional(),
 } as const;
 
 /**

@@ -9,8 +9,10 @@ import {
   describeError,
   EnvelopeError,
   natsReadiness,
+  retentionRoots,
   SinkError,
   startHttpServer,
+  startRetentionPruner,
   watchNatsConnection,
   type Envelope,
   type FileContext,
@@ -170,6 +172,11 @@ export async function runProducer(config: ProducerConfig, options: RunProducerOp
   await using metrics = createMetrics("producer");
   await using sink = factory(config, { log: log.child({ sink: config.SINK }) });
   await sink.init();
+  // Dated ERROR_DIR folders past ERROR_RETENTION_DAYS: removed at start, then hourly.
+  await using _retention = startRetentionPruner({
+    roots: retentionRoots([{ label: "ERROR_DIR", dir: config.ERROR_DIR, days: config.ERROR_RETENTION_DAYS }]),
+    log,
+  });
 
   const nc: NatsConnection = await connectNats(config, {
     name: `filerelay-producer-${config.PRODUCER_GROUP}`,
@@ -232,6 +239,7 @@ export async function runProducer(config: ProducerConfig, options: RunProducerOp
       log,
       drainTimeoutMs: config.SHUTDOWN_TIMEOUT_MS,
       replicas: config.STREAM_REPLICAS,
+      dlqLimits: { maxAgeMs: config.DLQ_MAX_AGE, maxBytes: config.DLQ_MAX_BYTES },
       // The handler logs the outcome line ("file written"); the SDK's own is debug.
       ackedLogLevel: "debug",
       onOutcome,
