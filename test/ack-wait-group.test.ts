@@ -137,7 +137,7 @@ describe("a group whose members were configured with different ACK_WAIT_MS", () 
         expect(info.num_ack_pending).toBe(2);
 
         // The group ends on the larger value (raising is always safe; lowering under a busy member is not)…
-        expect(info.config.ack_wait / 1e6).toBe(LONG_MS);
+        expect((info.config.ack_wait ?? 0) / 1e6).toBe(LONG_MS);
         // …and the member configured with the smaller one says so, naming both values.
         const shortMember = first === SHORT_MS ? a : b;
         const longMember = first === SHORT_MS ? b : a;
