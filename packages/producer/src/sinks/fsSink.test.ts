@@ -258,6 +258,26 @@ describe("fs sink", () => {
     }
   });
 
+  it("creates nothing outside OUTPUT_DIR through a symlinked date directory: refused before any mkdir", async () => {
+    const outside = await mkdtemp(join(tmpdir(), "fssink-outside-"));
+    try {
+      await symlink(outside, join(root, "2026"));
+      await mkdir(join(root, "inner"));
+      await symlink(join(root, "inner"), join(root, "2027"));
+      await using sink = sinkWith();
+      const err = await failure(sink.write(request("2026/05/01/x.txt", Buffer.from("x")).req));
+      expect([err.code, err.permanent]).toEqual(["PATH_UNSAFE", true]);
+      expect(err.message).toContain(`${join(root, "2026")} resolves to`);
+      expect(await readdir(outside)).toEqual([]);
+      // A link that stays inside OUTPUT_DIR is followed, and directories are made below it as usual.
+      const ok = await sink.write(request("2027/05/01/y.txt", Buffer.from("y")).req);
+      expect(ok.outcome).toBe("written");
+      expect(await readFile(join(root, "inner/05/01/y.txt"), "utf8")).toBe("y");
+    } finally {
+      await rm(outside, { recursive: true, force: true });
+    }
+  });
+
   it("init removes temp files of dead owners and old ones, keeps live peers' and other files", async () => {
     const id = "11111111-2222-4333-8444-555555555555";
     await mkdir(join(root, "2024/01/01"), { recursive: true });

@@ -13,7 +13,7 @@ import {
   writeSync,
 } from "node:fs";
 import { promisify } from "node:util";
-import { access, mkdir, open, readdir, realpath, rename, stat, unlink, type FileHandle } from "node:fs/promises";
+import { access, mkdir, open, readdir, realpath, rename, rmdir, stat, unlink, type FileHandle } from "node:fs/promises";
 import { hostname } from "node:os";
 import { basename, dirname, isAbsolute, join, relative, sep } from "node:path";
 import { pipeline } from "node:stream/promises";
@@ -457,20 +457,55 @@ export function createFsSink(options: FsSinkOptions, deps: FsSinkDeps): Sink {
     return hash.digest("hex") === envelope.sha256 ? "same" : "other";
   }
 
-  /** Creates `dir` unless known, and checks (every time: it may have been swapped for a link) that it stays inside. */
+  /**
+   * Makes sure `dir` exists inside OUTPUT_DIR. A known directory costs one
+   * realpath (checked every time: it may have been swapped for a link); an
+   * unknown one is created by createInside().
+   */
   async function ensureDir(dir: string): Promise<void> {
-    if (!knownDirs.has(dir)) await mkdir(dir, { recursive: true });
-    try {
-      await assertRealInside(dir);
-    } catch (err) {
-      if (errno(err) !== "ENOENT" || !knownDirs.has(dir)) throw err;
-      // Removed behind our back: create it again.
-      knownDirs.delete(dir);
-      await mkdir(dir, { recursive: true });
-      await assertRealInside(dir);
+    if (knownDirs.has(dir)) {
+      try {
+        await assertRealInside(dir);
+        return;
+      } catch (err) {
+        if (errno(err) !== "ENOENT") throw err;
+        // Removed behind our back: create it again.
+        knownDirs.delete(dir);
+      }
     }
+    await createInside(dir);
+    await assertRealInside(dir);
     if (knownDirs.size >= 10_000) knownDirs.clear();
     knownDirs.add(dir);
+  }
+
+  /**
+   * Creates `dir` one component at a time below OUTPUT_DIR, checking each one
+   * (existing or just made) before going deeper: a component that is a link
+   * leading outside (e.g. a date directory symlinked elsewhere) is refused
+   * before anything is created through it, and one swapped for such a link
+   * while we create it is removed again (it is empty: we just made it).
+   */
+  async function createInside(dir: string): Promise<void> {
+    await mkdir(root, { recursive: true });
+    let current = root;
+    for (const part of relative(root, dir).split(sep)) {
+      if (part === "" || part === ".") continue;
+      current = join(current, part);
+      let created = false;
+      try {
+        await mkdir(current);
+        created = true;
+      } catch (err) {
+        if (errno(err) !== "EEXIST") throw err;
+      }
+      try {
+        await assertRealInside(current);
+      } catch (err) {
+        if (created) await rmdir(current).catch(() => undefined);
+        throw err;
+      }
+    }
   }
 
   async function assertRealInside(dir: string): Promise<void> {
