@@ -208,7 +208,13 @@ describe("producer service, filesystem sink", () => {
     await using second = startService("producer", producerEnv(nats.url, env));
     const [line] = await waitOutcomes(second, 1, 60_000);
     expect(line).toMatchObject({ fileId: f.envelope.id, outcome: "written", attempts: 2, location: finalName });
-    expect(second.logs().some((l) => l.msg === "removed stale temp files" && l.removed === 1)).toBe(true);
+    // The killed writer's temp file is recognised by age alone (no pid or hostname): once it has
+    // been untouched for the 30 s a live writer never lets pass, the new producer removes it.
+    await second.waitForLog(
+      (l) => l.msg === "removed stale temp files" && l.removed === 1,
+      60_000,
+      "the killed writer's temp file removed",
+    );
     expect(await listFiles(out)).toEqual([`api-${f.envelope.id}.bin`]);
     expect(await fileSha(finalName)).toBe(sha256(content));
   });
