@@ -1,5 +1,5 @@
 import { watch } from "node:fs";
-import { mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, readFile, rm, stat, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { jetstreamManager } from "@nats-io/jetstream";
@@ -208,9 +208,41 @@ describe("producer service, filesystem sink", () => {
     await using second = startService("producer", producerEnv(nats.url, env));
     const [line] = await waitOutcomes(second, 1, 60_000);
     expect(line).toMatchObject({ fileId: f.envelope.id, outcome: "written", attempts: 2, location: finalName });
-    expect(second.logs().some((l) => l.msg === "removed stale temp files" && l.removed === 1)).toBe(true);
+    // The killed writer's temp file is recognised by age alone (no pid or hostname): once it has
+    // been untouched for the 30 s a live writer never lets pass, the new producer removes it.
+    await second.waitForLog(
+      (l) => l.msg === "removed stale temp files" && l.removed === 1,
+      60_000,
+      "the killed writer's temp file removed",
+    );
     expect(await listFiles(out)).toEqual([`api-${f.envelope.id}.bin`]);
     expect(await fileSha(finalName)).toBe(sha256(content));
+  });
+
+  it("creates nothing outside OUTPUT_DIR through a symlinked date directory: dead-lettered PATH_UNSAFE", async () => {
+    await using nats = await startNats();
+    await using pub = await createPublisher(nats.url);
+    const out = join(root, "out");
+    const outside = join(root, "outside");
+    await mkdir(out);
+    await mkdir(outside);
+    // ORGANIZE_BY=date writes to OUTPUT_DIR/YYYY/MM/DD: its first component leads outside.
+    const [year] = todayDir().split("/");
+    await symlink(outside, join(out, year!));
+    await using svc = startService("producer", producerEnv(nats.url, { OUTPUT_DIR: out, ORGANIZE_BY: "date" }));
+    await ready(svc);
+    const f = testFile("in/today.txt", "today\n");
+    await pub.publish(f);
+    const [dead] = await waitFor(
+      async () => {
+        const d = await readDeadLetters(pub.nc, "file-producers");
+        return d.length > 0 ? d : undefined;
+      },
+      { message: "the dead letter" },
+    );
+    expect(dead).toMatchObject({ code: "PATH_UNSAFE", deliveries: 1 });
+    expect(dead!.headers["ce-id"]).toBe(f.envelope.id);
+    expect(await readdir(outside)).toEqual([]);
   });
 
   it("on SIGTERM finishes the write in progress, acks it and exits 0", async () => {

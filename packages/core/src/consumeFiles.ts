@@ -73,7 +73,13 @@ export interface ConsumeFilesOptions {
   backoffMs?: number;
   /** Cap for a single retry delay (default 15 min). */
   maxBackoffMs?: number;
-  /** Durable's ack_wait; unset keeps what the durable has (or 30 s for a new one). */
+  /**
+   * Wanted ack_wait of the group's durable: a new durable gets it, an existing
+   * one is raised to it, or lowered only while no member is active; unset
+   * keeps what the durable has (or 30 s for a new one). Every member paces its
+   * keep-alive from the durable's current value, re-read every few seconds,
+   * and warns when that differs from this one.
+   */
   ackWaitMs?: number;
   errorDir?: string;
   log?: Logger;
@@ -104,6 +110,8 @@ export interface ConsumeFilesOptions {
 
 const NS_PER_MS = 1_000_000;
 const WORKING_THROTTLE_MS = 1_000;
+/** How often a member re-reads its durable's ack_wait (another member or an operator may change it). */
+const ACK_WAIT_REFRESH_MS = 5_000;
 /** Longest a free slot waits for others to free up so that they are filled by one pull. */
 const PULL_GATHER_MS = 5;
 /** Longest wait between retries during a broker/sink outage (see ENVIRONMENTAL_CODES). */
@@ -167,7 +175,6 @@ export async function consumeFiles(
   try {
     const jsm = await jetstreamManager(nc);
     const ensureConsumer = async (): Promise<{ consumer: Consumer; ackWaitMs: number }> => {
-      const existing = await jsm.consumers.info(streamName, options.group).catch(() => null);
       const replicas = await streamReplicas(jsm, streamName, options.replicas ?? 1);
       await provision(
         nc,
@@ -176,19 +183,28 @@ export async function consumeFiles(
           log,
           groups: [options.group],
           ...(options.dlqLimits ? { dlqLimits: options.dlqLimits } : {}),
-          ...(options.ackWaitMs !== undefined
-            ? { ackWaitMs: options.ackWaitMs }
-            : existing?.config.ack_wait
-              ? { ackWaitMs: existing.config.ack_wait / NS_PER_MS }
-              : {}),
+          ...(options.ackWaitMs !== undefined ? { ackWaitMs: options.ackWaitMs } : {}),
         },
       );
       const consumer = await jetstream(nc).consumers.get(streamName, options.group);
       const info = await consumer.info(true);
-      return { consumer, ackWaitMs: (info.config.ack_wait ?? DEFAULT_ACK_WAIT_MS * NS_PER_MS) / NS_PER_MS };
+      return { consumer, ackWaitMs: durableAckWaitMs(info.config.ack_wait) };
     };
     let { consumer, ackWaitMs } = await ensureConsumer();
     const releaser = createPayloadReleaser(nc, { stream: streamName, bucket: names.payloadBucket, log });
+    let warnedAckWaitMs: number | undefined;
+    /** The durable's ack_wait is the group's: a member configured otherwise says so, once per value. */
+    const checkAckWait = () => {
+      if (options.ackWaitMs === undefined || options.ackWaitMs === ackWaitMs || warnedAckWaitMs === ackWaitMs) return;
+      warnedAckWaitMs = ackWaitMs;
+      log.warn(
+        { configuredAckWaitMs: options.ackWaitMs, groupAckWaitMs: ackWaitMs },
+        `ACK_WAIT_MS is ${options.ackWaitMs} but group ${options.group}'s durable has ack_wait ${ackWaitMs}; ` +
+          "following the durable's value (a larger one is never lowered while a member is active): " +
+          "give every member of a group the same ACK_WAIT_MS",
+      );
+    };
+    checkAckWait();
     log.info({ stream: streamName, subject, concurrency, maxDeliver, ackWaitMs }, "consuming files");
 
     const inflight = new Set<InFlight>();
@@ -198,19 +214,40 @@ export async function consumeFiles(
     const startKeepAlive = () => {
       clearInterval(keepAliveTimer);
       const periodMs = Math.max(500, Math.floor(ackWaitMs / 3));
-      keepAliveTimer = setInterval(
-        () => {
-          const now = Date.now();
-          for (const entry of inflight) {
-            if (entry.settled || now - entry.lastWorking < periodMs / 2) continue;
-            entry.lastWorking = now;
-            entry.msg.working();
-          }
-        },
-        Math.max(250, Math.floor(periodMs / 2)),
-      );
+      const tick = () => {
+        const now = Date.now();
+        for (const entry of inflight) {
+          if (entry.settled || now - entry.lastWorking < periodMs / 2) continue;
+          entry.lastWorking = now;
+          entry.msg.working();
+        }
+      };
+      keepAliveTimer = setInterval(tick, Math.max(250, Math.floor(periodMs / 2)));
+      // A shorter ack_wait applies to messages already held: catch up at once.
+      tick();
     };
     startKeepAlive();
+    /** Paces from the durable's ack_wait as it is now (another member or an operator may have changed it). */
+    const followAckWait = (ms: number) => {
+      if (ms === ackWaitMs) return;
+      log.info({ previousAckWaitMs: ackWaitMs, ackWaitMs }, "group's ack_wait changed; keep-alive follows it");
+      ackWaitMs = ms;
+      startKeepAlive();
+      checkAckWait();
+    };
+    let refreshing = false;
+    const ackWaitRefresh = setInterval(() => {
+      if (refreshing) return;
+      refreshing = true;
+      consumer
+        .info(false)
+        .then((info) => followAckWait(durableAckWaitMs(info.config.ack_wait)))
+        // The pull loop notices (and handles) a broker or durable that is gone.
+        .catch((err: unknown) => log.debug({ err: describeError(err) }, "cannot re-read the group's ack_wait"))
+        .finally(() => {
+          refreshing = false;
+        });
+    }, ACK_WAIT_REFRESH_MS);
     const confirmAck = ackConfirmer(nc);
     let slotFreed: (() => void) | undefined;
     const notifySlot = () => {
@@ -501,11 +538,14 @@ export async function consumeFiles(
         log.warn({ err: describeError(err), retryInMs: delay }, "pulling messages failed; retrying");
         await sleep(delay, undefined, { signal }).catch(() => undefined);
         if (isConsumerGone(err) && !signal.aborted) {
-          ({ consumer, ackWaitMs } = await ensureConsumer().catch((e: unknown) => {
+          const ensured = await ensureConsumer().catch((e: unknown) => {
             log.warn({ err: describeError(e) }, "re-provisioning the group failed");
-            return { consumer, ackWaitMs };
-          }));
-          startKeepAlive();
+            return undefined;
+          });
+          if (ensured) {
+            consumer = ensured.consumer;
+            followAckWait(ensured.ackWaitMs);
+          }
         }
       }
     }
@@ -542,6 +582,7 @@ export async function consumeFiles(
       }
     }
     clearInterval(keepAliveTimer);
+    clearInterval(ackWaitRefresh);
     // Acks still being confirmed (bounded by their own timeout).
     await Promise.all([...confirming]);
     await releaser.close();
@@ -550,6 +591,10 @@ export async function consumeFiles(
   } finally {
     if (ownsConnection) await nc.drain().catch(() => nc.close());
   }
+}
+
+function durableAckWaitMs(ackWaitNs: number | undefined): number {
+  return (ackWaitNs ?? DEFAULT_ACK_WAIT_MS * NS_PER_MS) / NS_PER_MS;
 }
 
 async function streamReplicas(jsm: JetStreamManager, stream: string, fallback: number): Promise<number> {

@@ -41,6 +41,10 @@ export const ERROR_CODES = {
   CHECKSUM_MISMATCH: { permanent: true, description: "written bytes do not match ce-sha256" },
   CONFLICT: { permanent: true, description: "target exists with different content and ON_CONFLICT=fail" },
   DISK_SPACE_LOW: { permanent: false, description: "not enough free space on the output filesystem" },
+  FILE_EXCEEDS_DISK: {
+    permanent: true,
+    description: "the file is larger than the whole output filesystem: it can never be written there",
+  },
   SINK_UNAVAILABLE: { permanent: false, description: "the sink cannot be reached (network error, 5xx, throttling)" },
   WRITE_FAILED: { permanent: false, description: "writing the output failed" },
   S3_UPLOAD_FAILED: { permanent: false, description: "S3 upload failed" },

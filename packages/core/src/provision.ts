@@ -34,7 +34,12 @@ export interface ProvisionOptions {
   log: Logger;
   /** Durable consumers (sink groups) to create if missing. */
   groups?: readonly string[];
-  /** How long a delivered message may stay unacknowledged before redelivery. */
+  /**
+   * How long a delivered message may stay unacknowledged before redelivery:
+   * a new group gets it; an existing one is raised to it, or lowered only
+   * while idle (see groupAckWait). Unset: a new group gets 30 s, an existing
+   * one keeps its value.
+   */
   ackWaitMs?: number;
   /** Also create the consumer-side KV buckets (fingerprints, claims). */
   sourceBuckets?: boolean;
@@ -141,7 +146,10 @@ export async function provision(
       options.dlqLimits ? ["max_age", "max_bytes"] : [],
     );
     for (const group of options.groups ?? []) {
-      await ensureGroup(jsm, names.stream, groupConsumerConfig(group, config.SUBJECT, options.ackWaitMs), changes);
+      await ensureGroup(jsm, names.stream, groupConsumerConfig(group, config.SUBJECT, options.ackWaitMs), {
+        explicitAckWait: options.ackWaitMs !== undefined,
+        changes,
+      });
     }
     // Object Store: the consumer writes payloads, producers read them.
     const objm = new Objm(nc);
@@ -306,12 +314,30 @@ async function ensureStream(
   }
 }
 
+/**
+ * The ack_wait a starting member leaves on its group's existing durable.
+ * Every member paces its keep-alive from the durable's value, and a running
+ * member learns of a change only when it next re-reads the durable, so a
+ * change must never leave a running member pacing slower than the durable:
+ * raising is always safe (running members are merely early until they
+ * re-read); lowering is done only while no member holds or waits for a
+ * message (an idle or stopped group). Without a wanted value (a service that
+ * provisions groups it does not consume, or an SDK user who set none) the
+ * durable keeps what it has.
+ */
+export function groupAckWait(current: number, wanted: number | undefined, groupActive: boolean): number {
+  if (wanted === undefined || wanted === current) return current;
+  if (wanted > current) return wanted;
+  return groupActive ? current : wanted;
+}
+
 async function ensureGroup(
   jsm: JetStreamManager,
   stream: string,
   wanted: ReturnType<typeof groupConsumerConfig>,
-  changes: string[],
+  opts: { explicitAckWait: boolean; changes: string[] },
 ): Promise<void> {
+  const { changes } = opts;
   try {
     const info = await jsm.consumers.info(stream, wanted.durable_name);
     const c = info.config;
@@ -321,9 +347,13 @@ async function ensureGroup(
         `durable consumer ${wanted.durable_name} on ${stream} filters ${c.filter_subject}, but SUBJECT is ${wanted.filter_subject}; use another PRODUCER_GROUP or fix SUBJECT`,
       );
     }
-    if (c.ack_wait !== wanted.ack_wait || c.max_deliver !== wanted.max_deliver) {
+    // A waiting pull request or an unacknowledged message means a member is running.
+    const active = info.num_waiting > 0 || info.num_ack_pending > 0;
+    const current = c.ack_wait ?? DEFAULT_ACK_WAIT_MS * NS_PER_MS;
+    const ackWait = groupAckWait(current, opts.explicitAckWait ? wanted.ack_wait : undefined, active);
+    if (ackWait !== current || c.max_deliver !== wanted.max_deliver) {
       await jsm.consumers.update(stream, wanted.durable_name, {
-        ack_wait: wanted.ack_wait,
+        ack_wait: ackWait,
         max_deliver: wanted.max_deliver,
         max_ack_pending: wanted.max_ack_pending,
       });

@@ -97,10 +97,13 @@ export const producerEnvShape = {
   RETRY_BACKOFF_MS: envInt("Base redelivery delay after a transient failure: RETRY_BACKOFF_MS × 2^(attempt-1)", {
     max: 3_600_000,
   }).default(1000),
-  ACK_WAIT_MS: envInt("How long a delivered envelope may stay unacknowledged (without progress) before redelivery", {
-    min: 1000,
-    max: 86_400_000,
-  }).default(30_000),
+  ACK_WAIT_MS: envInt(
+    "How long a delivered envelope may stay unacknowledged (without progress) before redelivery. The group's durable holds one value for every member: a starting member raises it, lowers it only while the group is idle, and every member paces its keep-alive from the durable's value (a mismatch is logged)",
+    {
+      min: 1000,
+      max: 86_400_000,
+    },
+  ).default(30_000),
   ERROR_DIR: envString("Where dead-lettered envelopes are also written as YYYY-MM-DD/<id>.envelope.json").optional(),
   S3_BUCKET: envString("S3 bucket (required when SINK=s3)").optional(),
   S3_PREFIX: envString("Key prefix inside S3_BUCKET").optional(),

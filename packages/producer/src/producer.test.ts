@@ -4,9 +4,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Readable } from "node:stream";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { FilerelayError, silentLogger, type Envelope, type FileContext } from "@filerelay/core";
+import { FilerelayError, SinkError, silentLogger, type Envelope, type FileContext } from "@filerelay/core";
 import { loadProducerConfig, type ProducerConfig } from "./config.js";
-import { contentTypeAllowed, createFileHandler } from "./producer.js";
+import { canEverFit, contentTypeAllowed, createFileHandler } from "./producer.js";
 import { createFsSink } from "./sinks/fsSink.js";
 
 const log = silentLogger();
@@ -91,6 +91,50 @@ describe("file handler", () => {
     expect(err.message).toBe(`1000 bytes free on ${root}, need 1003 (DISK_SPACE_FACTOR 2.5 × 401 bytes)`);
     free = 1003;
     await handle(context(Buffer.alloc(401)));
+  });
+
+  it("a file larger than the whole output filesystem can never fit (unknown capacity: assumed to)", () => {
+    expect(canEverFit(1001, 1000)).toBe(false);
+    expect(canEverFit(1000, 1000)).toBe(true);
+    expect(canEverFit(10, 1000)).toBe(true);
+    expect(canEverFit(1001, 0)).toBe(true);
+  });
+
+  it("dead-letters (permanent FILE_EXCEEDS_DISK) a file larger than the filesystem instead of retrying it", async () => {
+    const cfg = await config({ DISK_SPACE_FACTOR: "2" });
+    await using sink = createFsSink(cfg, { log });
+    const capacity = 1000;
+    const handle = createFileHandler({
+      config: cfg,
+      sink,
+      freeSpace: () => Promise.resolve(900),
+      capacity: () => Promise.resolve(capacity),
+    });
+    const err = await rejection(handle(context(Buffer.alloc(1001))));
+    expect([err.code, err.permanent]).toEqual(["FILE_EXCEEDS_DISK", true]);
+    expect(err.message).toContain(
+      `the file (1001 bytes) is larger than the whole filesystem of OUTPUT_DIR ${root} (1000 bytes)`,
+    );
+    expect(err.details).toEqual({ size: 1001, capacity, outputDir: root });
+    // One that fits the filesystem but not its free space (or only not the margin) waits for space.
+    const low = await rejection(handle(context(Buffer.alloc(600))));
+    expect([low.code, low.permanent]).toEqual(["DISK_SPACE_LOW", false]);
+  });
+
+  it("with the pre-check off, a full disk met while writing is FILE_EXCEEDS_DISK when the file can never fit", async () => {
+    const cfg = await config({ DISK_SPACE_FACTOR: "0" });
+    const full = new SinkError("DISK_SPACE_LOW", "the output filesystem is full (ENOSPC)");
+    const sink = {
+      kind: "fs",
+      init: () => Promise.resolve(),
+      write: () => Promise.reject(full),
+      checkReady: () => Promise.resolve(),
+      close: () => Promise.resolve(),
+      [Symbol.asyncDispose]: () => Promise.resolve(),
+    };
+    const handle = createFileHandler({ config: cfg, sink, capacity: () => Promise.resolve(100) });
+    expect((await rejection(handle(context(Buffer.alloc(101))))).code).toBe("FILE_EXCEEDS_DISK");
+    expect(await rejection(handle(context(Buffer.alloc(100))))).toBe(full);
   });
 
   it("checks real free space with statfs", async () => {

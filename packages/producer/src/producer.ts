@@ -8,6 +8,7 @@ import {
   createPayloadJanitor,
   describeError,
   EnvelopeError,
+  FilerelayError,
   natsReadiness,
   retentionRoots,
   SinkError,
@@ -35,6 +36,15 @@ export async function freeDiskSpace(dir: string): Promise<number> {
   return s.bavail * s.bsize;
 }
 
+/**
+ * Total size of `dir`'s filesystem, used and free (0 when the filesystem does
+ * not report one). Read only once space is short, so never on the hot path.
+ */
+export async function diskCapacity(dir: string): Promise<number> {
+  const s = await statfs(dir);
+  return s.blocks * s.bsize;
+}
+
 /** How long a free-space reading is reused (at thousands of files a second, one statfs per file shows in profiles). */
 const FREE_SPACE_CACHE_MS = 250;
 
@@ -59,6 +69,8 @@ export interface FileHandlerDeps {
   organizer?: Organizer;
   /** Free bytes on OUTPUT_DIR's filesystem (default: statfs); tests substitute it. */
   freeSpace?: (dir: string) => Promise<number>;
+  /** Total size of OUTPUT_DIR's filesystem (default: statfs); tests substitute it. */
+  capacity?: (dir: string) => Promise<number>;
   /** Told the sink's result of each successful write (metrics use it). */
   onWritten?: (envelope: Envelope, result: SinkWriteResult) => void;
 }
@@ -73,6 +85,7 @@ export function createFileHandler(deps: FileHandlerDeps): (ctx: FileContext) => 
   const { config, sink } = deps;
   const organizer = deps.organizer ?? createOrganizer(config);
   const freeSpace = deps.freeSpace ?? cachedFreeDiskSpace();
+  const capacity = deps.capacity ?? diskCapacity;
   const allowed = config.ALLOWED_CONTENT_TYPES?.map((t) => t.toLowerCase());
 
   return async (ctx) => {
@@ -91,17 +104,27 @@ export function createFileHandler(deps: FileHandlerDeps): (ctx: FileContext) => 
       );
     }
     const path = organizer.pathFor(envelope);
-    if (config.SINK === "fs" && config.OUTPUT_DIR && config.DISK_SPACE_FACTOR > 0) {
-      await requireDiskSpace(config.OUTPUT_DIR, envelope.size, config.DISK_SPACE_FACTOR, freeSpace, log);
+    const outputDir = config.SINK === "fs" ? config.OUTPUT_DIR : undefined;
+    if (outputDir && config.DISK_SPACE_FACTOR > 0) {
+      await requireDiskSpace(outputDir, envelope.size, config.DISK_SPACE_FACTOR, { freeSpace, capacity }, log);
     }
-    const result = await sink.write({
-      envelope,
-      path,
-      open: () => ctx.open(),
-      progress: () => ctx.working(),
-      signal: ctx.signal,
-      log,
-    });
+    let result: SinkWriteResult;
+    try {
+      result = await sink.write({
+        envelope,
+        path,
+        open: () => ctx.open(),
+        progress: () => ctx.working(),
+        signal: ctx.signal,
+        log,
+      });
+    } catch (err) {
+      // A full disk met during the write (the pre-check off or raced): retried, unless it can never fit.
+      if (outputDir && err instanceof FilerelayError && err.code === "DISK_SPACE_LOW") {
+        await requireFits(outputDir, envelope.size, capacity, log);
+      }
+      throw err;
+    }
     // ctx.log already carries fileId and path (consumeFiles binds them); repeating them would duplicate JSON keys.
     log.info(
       {
@@ -125,30 +148,66 @@ export function contentTypeAllowed(contentType: string, allowed: readonly string
   return allowed.some((a) => a === type || a === "*/*" || a === "*" || (a.endsWith("/*") && a.slice(0, -2) === major));
 }
 
+/**
+ * Can a file of `size` bytes ever fit on a filesystem of `capacity` bytes in
+ * all? When not, waiting for space is pointless: the file is dead-lettered
+ * rather than retried forever. A capacity of 0 means unknown (not every
+ * filesystem reports one): assumed to fit. DISK_SPACE_FACTOR's margin is not
+ * counted: it is configuration, not a property of the file, so a file that
+ * only the margin keeps out is retried until the operator changes it.
+ */
+export function canEverFit(size: number, capacity: number): boolean {
+  return capacity <= 0 || size <= capacity;
+}
+
 async function requireDiskSpace(
   dir: string,
   size: number,
   factor: number,
-  freeSpace: (dir: string) => Promise<number>,
+  disk: { freeSpace: (dir: string) => Promise<number>; capacity: (dir: string) => Promise<number> },
   log: Logger,
 ): Promise<void> {
   let free: number;
   try {
-    free = await freeSpace(dir);
+    free = await disk.freeSpace(dir);
   } catch (err) {
     // The write itself will fail if the directory is really unusable; do not block on the check.
     log.warn({ outputDir: dir, err: describeError(err) }, "cannot check free disk space; writing anyway");
     return;
   }
   const required = Math.ceil(size * factor);
-  if (free < required) {
-    log.warn({ outputDir: dir, free, required, size, factor }, "not enough free disk space; will retry");
-    throw new SinkError(
-      "DISK_SPACE_LOW",
-      `${free} bytes free on ${dir}, need ${required} (DISK_SPACE_FACTOR ${factor} × ${size} bytes)`,
-      { details: { free, required, size, factor, outputDir: dir } },
-    );
+  if (free >= required) return;
+  await requireFits(dir, size, disk.capacity, log);
+  log.warn({ outputDir: dir, free, required, size, factor }, "not enough free disk space; will retry");
+  throw new SinkError(
+    "DISK_SPACE_LOW",
+    `${free} bytes free on ${dir}, need ${required} (DISK_SPACE_FACTOR ${factor} × ${size} bytes)`,
+    { details: { free, required, size, factor, outputDir: dir } },
+  );
+}
+
+/** Throws the permanent FILE_EXCEEDS_DISK when `size` bytes can never fit on `dir`'s filesystem. */
+async function requireFits(
+  dir: string,
+  size: number,
+  capacity: (dir: string) => Promise<number>,
+  log: Logger,
+): Promise<void> {
+  let total: number;
+  try {
+    total = await capacity(dir);
+  } catch (err) {
+    log.debug({ outputDir: dir, err: describeError(err) }, "cannot read the output filesystem's size");
+    return;
   }
+  if (canEverFit(size, total)) return;
+  throw new SinkError(
+    "FILE_EXCEEDS_DISK",
+    `the file (${size} bytes) is larger than the whole filesystem of OUTPUT_DIR ${dir} (${total} bytes): ` +
+      "it can never be written there; give OUTPUT_DIR a larger filesystem (or send such files to another " +
+      "group), then republish the dead letter",
+    { details: { size, capacity: total, outputDir: dir } },
+  );
 }
 
 export interface RunProducerOptions {

@@ -3,10 +3,17 @@ import { mkdir, mkdtemp, readdir, readFile, rm, stat, symlink, utimes, writeFile
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Readable } from "node:stream";
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { openPayload, PayloadError, silentLogger, SinkError, type Envelope } from "@filerelay/core";
 import type { ConflictMode } from "../config.js";
-import { classifyWriteError, createFsSink, isTempFileName, tempFileName, type FsSinkOptions } from "./fsSink.js";
+import {
+  classifyWriteError,
+  createFsSink,
+  isTempFileName,
+  staleTempVerdict,
+  tempFileName,
+  type FsSinkOptions,
+} from "./fsSink.js";
 import type { Sink, SinkWriteRequest } from "./sink.js";
 
 const log = silentLogger();
@@ -258,24 +265,107 @@ describe("fs sink", () => {
     }
   });
 
-  it("init removes temp files of dead owners and old ones, keeps live peers' and other files", async () => {
+  it("creates nothing outside OUTPUT_DIR through a symlinked date directory: refused before any mkdir", async () => {
+    const outside = await mkdtemp(join(tmpdir(), "fssink-outside-"));
+    try {
+      await symlink(outside, join(root, "2026"));
+      await mkdir(join(root, "inner"));
+      await symlink(join(root, "inner"), join(root, "2027"));
+      await using sink = sinkWith();
+      const err = await failure(sink.write(request("2026/05/01/x.txt", Buffer.from("x")).req));
+      expect([err.code, err.permanent]).toEqual(["PATH_UNSAFE", true]);
+      expect(err.message).toContain(`${join(root, "2026")} resolves to`);
+      expect(await readdir(outside)).toEqual([]);
+      // A link that stays inside OUTPUT_DIR is followed, and directories are made below it as usual.
+      const ok = await sink.write(request("2027/05/01/y.txt", Buffer.from("y")).req);
+      expect(ok.outcome).toBe("written");
+      expect(await readFile(join(root, "inner/05/01/y.txt"), "utf8")).toBe("y");
+    } finally {
+      await rm(outside, { recursive: true, force: true });
+    }
+  });
+
+  it("names temp files by a per-sink instance id and a counter; the older host/pid names still match", () => {
+    const id = "11111111-2222-4333-8444-555555555555";
+    const instance = "0123456789abcdef";
+    expect([35, 36].map((n) => tempFileName(id, instance, n))).toEqual([
+      `.filerelay-${id}.${instance}.z.tmp`,
+      `.filerelay-${id}.${instance}.10.tmp`,
+    ]);
+    expect(isTempFileName(tempFileName(id, instance, 1))).toBe(true);
+    expect(isTempFileName(`.filerelay-${id}.host-1.1234.9f3a2b1c.tmp`)).toBe(true);
+    expect(isTempFileName(`filerelay-${id}.${instance}.1.tmp`)).toBe(false);
+  });
+
+  it("decides a temp file's fate by how long it has been untouched, never by pid or hostname", () => {
+    const base = { self: "a".repeat(16), tempTtlMs: 30_000, legacyStaleMs: 3_600_000 };
+    const verdict = (owner: string | undefined, tempAgeMs: number) => staleTempVerdict({ ...base, owner, tempAgeMs });
+    const peer = "b".repeat(16);
+    expect(verdict(peer, 30_001)).toBe("remove");
+    // Touched recently: a live writer, or one that crashed moments ago: judged again later.
+    expect(verdict(peer, 29_000)).toBe("later");
+    // Our own are never swept.
+    expect(verdict(base.self, 3_600_000)).toBe("keep");
+    // The older names (their writers do not touch them): by the old, long bound only.
+    expect(verdict(undefined, 3_600_001)).toBe("remove");
+    expect(verdict(undefined, 60_000)).toBe("keep");
+  });
+
+  it("init removes temp files of gone writers, those of a just-crashed one once stale, never a live writer's", async () => {
     const id = "11111111-2222-4333-8444-555555555555";
     await mkdir(join(root, "2024/01/01"), { recursive: true });
-    const deadOwner = join(root, "2024/01/01", tempFileName(id, 2 ** 22 + 12345)); // beyond pid_max
-    const previousSelf = join(root, tempFileName(id, process.pid));
-    const livePeer = join(root, "2024/01/01", tempFileName(id, process.ppid));
-    const youngForeign = join(root, tempFileName(id, 1, "otherhost"));
-    const oldForeign = join(root, tempFileName(id, 1, "otherhost"));
+    const gone = join(root, "2024/01/01", tempFileName(id, "0a".repeat(8), 1));
+    const crashed = join(root, tempFileName(id, "0b".repeat(8), 1));
+    const oldLegacy = join(root, `.filerelay-${id}.otherhost.1.0a1b2c3d.tmp`);
+    const youngLegacy = join(root, `.filerelay-${id}.otherhost.1.0a1b2c3e.tmp`);
     const keep = join(root, "2024/01/01/real.txt");
-    for (const f of [deadOwner, previousSelf, livePeer, youngForeign, oldForeign, keep]) await writeFile(f, "x");
-    const twoHoursAgo = new Date(Date.now() - 2 * 3600_000);
-    await utimes(oldForeign, twoHoursAgo, twoHoursAgo);
-    expect([deadOwner, livePeer, oldForeign].every(isTempFileName)).toBe(true);
+    for (const f of [gone, crashed, oldLegacy, youngLegacy, keep]) await writeFile(f, "x");
+    const ago = (ms: number) => new Date(Date.now() - ms);
+    await utimes(gone, ago(60_000), ago(60_000));
+    await utimes(oldLegacy, ago(2 * 3600_000), ago(2 * 3600_000));
 
-    await using sink = sinkWith();
-    await sink.init();
-    const left = await listAll(root);
-    expect(left).toEqual([livePeer, youngForeign, keep].map((f) => f.slice(root.length + 1)).sort());
+    const fast = { log, tempTtlMs: 600, tempTouchMs: 100 };
+    const options = {
+      OUTPUT_DIR: root,
+      ON_CONFLICT: "rename",
+      CHUNK_SIZE: 4096,
+      FSYNC_EVERY_CHUNKS: 0,
+      FILE_MODE: 0o640,
+    };
+    // A live writer whose payload stalls mid-file (no byte for longer than the TTL).
+    await using writer = createFsSink({ ...options, ON_CONFLICT: "rename" }, fast);
+    let resume!: () => void;
+    const resumed = new Promise<void>((res) => {
+      resume = res;
+    });
+    const content = Buffer.alloc(200_000, 4);
+    const { req } = request("2024/01/01/slow.bin", content);
+    req.open = () =>
+      Readable.from(
+        (async function* () {
+          yield content.subarray(0, 100_000);
+          await resumed;
+          yield content.subarray(100_000);
+        })(),
+      );
+    const writing = writer.write(req);
+    const liveTemp = await vi.waitFor(async () => {
+      const t = (await listAll(root)).find((n) => n.startsWith(`2024/01/01/.filerelay-${req.envelope.id}.`));
+      expect(t).toBeDefined();
+      return join(root, t!);
+    });
+
+    await using peer = createFsSink({ ...options, ON_CONFLICT: "rename" }, fast);
+    await peer.init();
+    const rel = (files: string[]) => files.map((f) => f.slice(root.length + 1)).sort();
+    expect(await listAll(root)).toEqual(rel([crashed, liveTemp, youngLegacy, keep]));
+    // Once the crashed writer's file has been untouched for the TTL, the peer's second look removes it;
+    // the stalled live writer's file stays, kept fresh by its writer.
+    await vi.waitFor(async () => expect(await listAll(root)).not.toContain(rel([crashed])[0]), { timeout: 5000 });
+    expect(await listAll(root)).toEqual(rel([liveTemp, youngLegacy, keep]));
+    resume();
+    expect((await writing).outcome).toBe("written");
+    expect(await listAll(root)).toEqual(rel([join(root, "2024/01/01/slow.bin"), youngLegacy, keep]));
   });
 
   it("classifies write errors: a full disk is DISK_SPACE_LOW, other I/O errors WRITE_FAILED", () => {

@@ -13,8 +13,19 @@ import {
   writeSync,
 } from "node:fs";
 import { promisify } from "node:util";
-import { access, mkdir, open, readdir, realpath, rename, stat, unlink, type FileHandle } from "node:fs/promises";
-import { hostname } from "node:os";
+import {
+  access,
+  mkdir,
+  open,
+  readdir,
+  realpath,
+  rename,
+  rmdir,
+  stat,
+  unlink,
+  utimes,
+  type FileHandle,
+} from "node:fs/promises";
 import { basename, dirname, isAbsolute, join, relative, sep } from "node:path";
 import { pipeline } from "node:stream/promises";
 import { ConfigError, FilerelayError, isVerifiedPayload, SinkError, type Envelope, type Logger } from "@filerelay/core";
@@ -33,22 +44,31 @@ export interface FsSinkOptions {
 
 export interface FsSinkDeps {
   log: Logger;
-  /** Temp files untouched for this long are removed by init() whoever wrote them (default 1 h). */
+  /** Temp files in the older host/pid naming, untouched for this long, are removed by init() (default 1 h). */
   staleTempMs?: number;
+  /** A temp file untouched for this long belongs to a writer that is gone (default 30 s). */
+  tempTtlMs?: number;
+  /** How often a live writer touches its temp files (default 5 s; well under tempTtlMs). */
+  tempTouchMs?: number;
 }
 
 /**
- * Temp files: `.filerelay-<ce-id>.<host>.<pid>.<random>.tmp`, in the target
- * directory (so the final rename stays on one filesystem). Host and pid let a
- * restarted producer remove its dead predecessor's temp files at once while
- * leaving those of live peers sharing the directory alone. Output names never
- * start with '.', so they can never match.
+ * Temp files: `.filerelay-<ce-id>.<instance>.<n>.tmp`, in the target
+ * directory (so the final rename stays on one filesystem). `instance` is a
+ * random id per sink, `n` a counter: unique across hosts, containers and pid
+ * namespaces without a random draw per file. Output names never start with
+ * '.', so they can never match. The older
+ * `.filerelay-<ce-id>.<host>.<pid>.<random>.tmp` names match too (group 2 is
+ * then undefined).
+ *
+ * Whether a temp file's writer is alive is told by the file itself: a live
+ * writer touches each of its temp files every tempTouchMs, whether or not
+ * bytes arrive, so one untouched for tempTtlMs was left by a writer that is
+ * gone (crashed, killed, its host or pod replaced), wherever it ran.
  */
-export const TEMP_FILE_PATTERN = /^\.filerelay-([0-9a-fA-F-]{36})\.([A-Za-z0-9-]*)\.(\d+)\.([0-9a-z]+)\.tmp$/;
+export const TEMP_FILE_PATTERN =
+  /^\.filerelay-([0-9a-fA-F-]{36})\.(?:([0-9a-f]{16})\.[0-9a-z]+|[A-Za-z0-9-]*\.\d+\.[0-9a-z]+)\.tmp$/;
 
-const HOST = hostname()
-  .replace(/[^A-Za-z0-9-]/g, "-")
-  .slice(0, 40);
 const PROGRESS_BYTES = 4 * 1024 * 1024;
 /** Files up to this size take writeSmall(): read whole, written with synchronous calls. */
 const SMALL_FILE_BYTES = 64 * 1024;
@@ -57,26 +77,43 @@ const PROGRESS_MS = 2000;
 const SWEEP_MAX_ENTRIES = 200_000;
 const SWEEP_MAX_DEPTH = 32;
 const DEFAULT_STALE_TEMP_MS = 60 * 60 * 1000;
+const DEFAULT_TEMP_TTL_MS = 30_000;
+const DEFAULT_TEMP_TOUCH_MS = 5000;
 /** Most `-N` names tried by ON_CONFLICT=rename before giving up (transiently). */
 const MAX_RENAME_SUFFIX = 10_000;
 
-/** A fresh temp-file name for file version `id` (pid/host parameters are for tests). */
-export function tempFileName(id: string, pid = process.pid, host = HOST): string {
-  return `.filerelay-${id}.${host}.${pid}.${randomBytes(4).toString("hex")}.tmp`;
+/** Temp-file name number `seq` of sink `instance` for file version `id`. */
+export function tempFileName(id: string, instance: string, seq: number): string {
+  return `.filerelay-${id}.${instance}.${seq.toString(36)}.tmp`;
+}
+
+export interface TempFileFacts {
+  /** The writing sink's instance; undefined for the older host/pid names. */
+  owner: string | undefined;
+  /** This sink's instance. */
+  self: string;
+  /** Time since the temp file was last written or touched. */
+  tempAgeMs: number;
+  tempTtlMs: number;
+  /** For the older names, whose writers do not touch their files: removed after this long untouched. */
+  legacyStaleMs: number;
+}
+
+/**
+ * What to do with a temp file found in OUTPUT_DIR: `remove` it (its writer is
+ * gone), `keep` it, or look again `later` (touched recently: a live writer,
+ * or one that crashed moments ago). Decided by age alone, never by pid or
+ * hostname, which collide between containers and change with a pod.
+ */
+export function staleTempVerdict(f: TempFileFacts): "remove" | "keep" | "later" {
+  if (f.owner === f.self) return "keep";
+  if (f.owner === undefined) return f.tempAgeMs > f.legacyStaleMs ? "remove" : "keep";
+  return f.tempAgeMs > f.tempTtlMs ? "remove" : "later";
 }
 
 function errno(err: unknown): string | undefined {
   const code = (err as NodeJS.ErrnoException | undefined)?.code;
   return typeof code === "string" ? code : undefined;
-}
-
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return errno(err) === "EPERM";
-  }
 }
 
 /**
@@ -90,6 +127,17 @@ export function createFsSink(options: FsSinkOptions, deps: FsSinkDeps): Sink {
   const root = options.OUTPUT_DIR;
   const { log } = deps;
   const staleTempMs = deps.staleTempMs ?? DEFAULT_STALE_TEMP_MS;
+  const tempTtlMs = deps.tempTtlMs ?? DEFAULT_TEMP_TTL_MS;
+  const tempTouchMs = deps.tempTouchMs ?? DEFAULT_TEMP_TOUCH_MS;
+  const instance = randomBytes(8).toString("hex");
+  let tempSeq = 0;
+  /** Our temp files from creation until renamed or removed: touched every tempTouchMs. */
+  const liveTemps = new Set<string>();
+  const touchTimer = setInterval(() => {
+    const now = new Date();
+    for (const temp of liveTemps) void utimes(temp, now, now).catch(() => undefined);
+  }, tempTouchMs).unref();
+  let recheckTimer: NodeJS.Timeout | undefined;
   let closed = false;
   /** Output directories known to exist: no mkdir per file (a removed one is recreated on ENOENT). */
   const knownDirs = new Set<string>();
@@ -108,13 +156,23 @@ export function createFsSink(options: FsSinkOptions, deps: FsSinkDeps): Sink {
       );
       return;
     }
-    const removed = await sweepTempFiles();
+    const { removed, later } = await sweepTempFiles(await listTempFiles());
     if (removed > 0) log.info({ outputDir: root, removed }, "removed stale temp files");
+    if (later.length > 0) {
+      // Touched recently: live peers' files, or those of a writer that crashed moments ago
+      // (typically our own predecessor). Look again once a dead writer's would be stale.
+      recheckTimer = setTimeout(() => {
+        recheckTimer = undefined;
+        void sweepTempFiles(later).then(({ removed: n }) => {
+          if (n > 0) log.info({ outputDir: root, removed: n }, "removed stale temp files");
+        });
+      }, tempTtlMs + 1000).unref();
+    }
   }
 
-  /** Removes our temp files left by a crash (bounded walk, symlinks not followed). */
-  async function sweepTempFiles(): Promise<number> {
-    let removed = 0;
+  /** Temp files anywhere under OUTPUT_DIR (bounded walk, symlinks not followed). */
+  async function listTempFiles(): Promise<string[]> {
+    const found: string[] = [];
     let visited = 0;
     const walk = async (dir: string, depth: number): Promise<void> => {
       if (depth > SWEEP_MAX_DEPTH || visited > SWEEP_MAX_ENTRIES) return;
@@ -131,30 +189,38 @@ export function createFsSink(options: FsSinkOptions, deps: FsSinkDeps): Sink {
           return;
         }
         const full = join(dir, entry.name);
-        if (entry.isDirectory()) {
-          await walk(full, depth + 1);
-          continue;
-        }
-        const m = TEMP_FILE_PATTERN.exec(entry.name);
-        if (!m || !entry.isFile()) continue;
-        const [, , host, pidText] = m;
-        const pid = Number(pidText);
-        const deadOwner = host === HOST && (pid === process.pid || !pidAlive(pid));
-        try {
-          const st = await stat(full);
-          if (deadOwner || Date.now() - st.mtimeMs > staleTempMs) {
-            await unlink(full);
-            removed++;
-            log.debug({ file: full, deadOwner }, "removed stale temp file");
-          }
-        } catch (err) {
-          if (errno(err) !== "ENOENT")
-            log.warn({ file: full, err: (err as Error).message }, "cannot remove stale temp file");
-        }
+        if (entry.isDirectory()) await walk(full, depth + 1);
+        else if (entry.isFile() && TEMP_FILE_PATTERN.test(entry.name)) found.push(full);
       }
     };
     await walk(root, 0);
-    return removed;
+    return found;
+  }
+
+  /** Removes those of `temps` whose writer is gone; returns those to look at again later. */
+  async function sweepTempFiles(temps: readonly string[]): Promise<{ removed: number; later: string[] }> {
+    let removed = 0;
+    const later: string[] = [];
+    for (const file of temps) {
+      try {
+        const st = await stat(file);
+        const verdict = staleTempVerdict({
+          owner: TEMP_FILE_PATTERN.exec(basename(file))?.[2],
+          self: instance,
+          tempAgeMs: Date.now() - st.mtimeMs,
+          tempTtlMs,
+          legacyStaleMs: staleTempMs,
+        });
+        if (verdict === "later") later.push(file);
+        if (verdict !== "remove") continue;
+        await unlink(file);
+        removed++;
+        log.debug({ file }, "removed stale temp file");
+      } catch (err) {
+        if (errno(err) !== "ENOENT") log.warn({ file, err: (err as Error).message }, "cannot remove stale temp file");
+      }
+    }
+    return { removed, later };
   }
 
   async function write(req: SinkWriteRequest): Promise<SinkWriteResult> {
@@ -172,11 +238,25 @@ export function createFsSink(options: FsSinkOptions, deps: FsSinkDeps): Sink {
     const early = await precheck(target, req.path, envelope);
     if (early) return early;
 
-    const temp = join(dir, tempFileName(envelope.id));
+    const temp = join(dir, tempFileName(envelope.id, instance, ++tempSeq));
     const syncBytes = options.FSYNC_EVERY_CHUNKS > 0 ? options.CHUNK_SIZE * options.FSYNC_EVERY_CHUNKS : Infinity;
-    if (envelope.size <= SMALL_FILE_BYTES && envelope.size <= syncBytes) {
-      return writeSmall(req, temp, target, dir);
+    liveTemps.add(temp);
+    try {
+      return await (envelope.size <= SMALL_FILE_BYTES && envelope.size <= syncBytes
+        ? writeSmall(req, temp, target, dir)
+        : writeLarge(req, temp, target, dir));
+    } finally {
+      liveTemps.delete(temp);
     }
+  }
+
+  async function writeLarge(
+    req: SinkWriteRequest,
+    temp: string,
+    target: string,
+    dir: string,
+  ): Promise<SinkWriteResult> {
+    const { envelope } = req;
     let fh: FileHandle | undefined;
     try {
       fh = await open(temp, "wx", options.FILE_MODE);
@@ -457,20 +537,55 @@ export function createFsSink(options: FsSinkOptions, deps: FsSinkDeps): Sink {
     return hash.digest("hex") === envelope.sha256 ? "same" : "other";
   }
 
-  /** Creates `dir` unless known, and checks (every time: it may have been swapped for a link) that it stays inside. */
+  /**
+   * Makes sure `dir` exists inside OUTPUT_DIR. A known directory costs one
+   * realpath (checked every time: it may have been swapped for a link); an
+   * unknown one is created by createInside().
+   */
   async function ensureDir(dir: string): Promise<void> {
-    if (!knownDirs.has(dir)) await mkdir(dir, { recursive: true });
-    try {
-      await assertRealInside(dir);
-    } catch (err) {
-      if (errno(err) !== "ENOENT" || !knownDirs.has(dir)) throw err;
-      // Removed behind our back: create it again.
-      knownDirs.delete(dir);
-      await mkdir(dir, { recursive: true });
-      await assertRealInside(dir);
+    if (knownDirs.has(dir)) {
+      try {
+        await assertRealInside(dir);
+        return;
+      } catch (err) {
+        if (errno(err) !== "ENOENT") throw err;
+        // Removed behind our back: create it again.
+        knownDirs.delete(dir);
+      }
     }
+    await createInside(dir);
+    await assertRealInside(dir);
     if (knownDirs.size >= 10_000) knownDirs.clear();
     knownDirs.add(dir);
+  }
+
+  /**
+   * Creates `dir` one component at a time below OUTPUT_DIR, checking each one
+   * (existing or just made) before going deeper: a component that is a link
+   * leading outside (e.g. a date directory symlinked elsewhere) is refused
+   * before anything is created through it, and one swapped for such a link
+   * while we create it is removed again (it is empty: we just made it).
+   */
+  async function createInside(dir: string): Promise<void> {
+    await mkdir(root, { recursive: true });
+    let current = root;
+    for (const part of relative(root, dir).split(sep)) {
+      if (part === "" || part === ".") continue;
+      current = join(current, part);
+      let created = false;
+      try {
+        await mkdir(current);
+        created = true;
+      } catch (err) {
+        if (errno(err) !== "EEXIST") throw err;
+      }
+      try {
+        await assertRealInside(current);
+      } catch (err) {
+        if (created) await rmdir(current).catch(() => undefined);
+        throw err;
+      }
+    }
   }
 
   async function assertRealInside(dir: string): Promise<void> {
@@ -506,6 +621,8 @@ export function createFsSink(options: FsSinkOptions, deps: FsSinkDeps): Sink {
 
   function close(): Promise<void> {
     closed = true;
+    clearInterval(touchTimer);
+    clearTimeout(recheckTimer);
     return Promise.resolve();
   }
 
