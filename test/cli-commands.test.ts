@@ -18,10 +18,11 @@ import {
   PermanentError,
   provision,
   silentLogger,
+  computeFingerprint,
+  FINGERPRINT_HEAD_BYTES,
   type Envelope,
   type FileOutcome,
 } from "@filerelay/core";
-import { computeFingerprint, FINGERPRINT_HEAD_BYTES } from "../packages/consumer/src/fingerprint.js";
 import { guardChild, startNats, waitFor, waitForExit, type NatsServer } from "./support/index.js";
 
 const CLI = fileURLToPath(new URL("../packages/cli/dist/main.js", import.meta.url));

@@ -7,6 +7,6 @@ export * from "./dlqCommand.js";
 export * from "./sendCommand.js";
 export * from "./statusCommand.js";
 export * from "./tailCommand.js";
-export * from "./contentTypeFor.js";
+
 export * from "./usageError.js";
 export * from "./requireStream.js";

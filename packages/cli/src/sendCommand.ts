@@ -4,20 +4,18 @@ import { open, stat } from "node:fs/promises";
 import { basename, dirname, resolve } from "node:path";
 import { SingleBar } from "cli-progress";
 import {
-  deletePayloadObject,
-  envelopeToHeaders,
+  computeFingerprint,
   envelopeToRecord,
   FilerelayError,
+  FINGERPRINT_HEAD_BYTES,
   fileVersionId,
+  isFilerelayError,
   objectStreamName,
-  parseEnvelope,
-  putPayloadObject,
+  publishFile,
+  readHead,
   SourceError,
-  type Envelope,
 } from "@filerelay/core";
-import { computeFingerprint, FINGERPRINT_HEAD_BYTES, readHead } from "@filerelay/consumer";
 import { printJson, type CommandContext } from "./commandContext.js";
-import { contentTypeFor } from "./contentTypeFor.js";
 import { formatBytes, renderTable } from "./renderTable.js";
 import { requireStream } from "./requireStream.js";
 
@@ -36,7 +34,7 @@ export interface SendResult {
   headers: Record<string, string>;
 }
 
-async function readFileBytes(path: string, size: number): Promise<{ bytes: Buffer; head: Buffer }> {
+async function readFileBytes(path: string, size: number): Promise<Buffer> {
   const fh = await open(path, "r");
   try {
     const bytes = Buffer.alloc(size);
@@ -47,7 +45,7 @@ async function readFileBytes(path: string, size: number): Promise<{ bytes: Buffe
       total += bytesRead;
     }
     if (total !== size) throw new Error(`read ${total} of ${size} bytes: the file shrank`);
-    return { bytes, head: bytes.subarray(0, FINGERPRINT_HEAD_BYTES) };
+    return bytes;
   } finally {
     await fh.close();
   }
@@ -55,10 +53,11 @@ async function readFileBytes(path: string, size: number): Promise<{ bytes: Buffe
 
 /**
  * Publishes one file as the consumer would: same ce-id scheme (UUIDv5 of the
- * consumer's fingerprint of source + relative path + size + mtime + head), so
- * a file sent by hand and later seen by a consumer on the same directory is
- * one file version; inline up to INLINE_MAX_BYTES, otherwise uploaded to the
- * payload Object Store first (the envelope never points at a partial object).
+ * consumer's fingerprint of source + relative path + size + mtime + inode +
+ * ctime + content digest), so a file sent by hand and later seen by a
+ * consumer on the same directory is one file version; inline up to
+ * INLINE_MAX_BYTES, otherwise uploaded to the payload Object Store first (the
+ * envelope never points at a partial object).
  */
 export async function sendFile(ctx: CommandContext, args: SendArgs): Promise<SendResult> {
   const path = resolve(args.file);
@@ -73,15 +72,12 @@ export async function sendFile(ctx: CommandContext, args: SendArgs): Promise<Sen
   const source = args.source ?? (basename(dirname(path)) || "manual");
   const inline = st.size <= ctx.config.INLINE_MAX_BYTES;
 
-  let body: Buffer = Buffer.alloc(0);
+  let body: Buffer | undefined;
   let head: Buffer;
-  let sha256 = "";
   try {
     if (inline) {
-      const read = await readFileBytes(path, st.size);
-      body = read.bytes;
-      head = read.head;
-      sha256 = createHash("sha256").update(body).digest("hex");
+      body = await readFileBytes(path, st.size);
+      head = body.subarray(0, FINGERPRINT_HEAD_BYTES);
     } else {
       const fh = await open(path, "r");
       try {
@@ -96,7 +92,7 @@ export async function sendFile(ctx: CommandContext, args: SendArgs): Promise<Sen
   const id = fileVersionId(
     computeFingerprint({
       head,
-      sha256: sha256 || undefined,
+      sha256: body ? createHash("sha256").update(body).digest("hex") : undefined,
       size: st.size,
       mtimeMs: st.mtimeMs,
       ino: st.ino,
@@ -105,66 +101,49 @@ export async function sendFile(ctx: CommandContext, args: SendArgs): Promise<Sen
       relPath: filename,
     }),
   );
-  const envelope: Envelope = {
-    id,
-    source,
-    type: "io.filerelay.file.v1",
-    time: new Date(),
-    subject: filename,
-    contentType: args.contentType ?? contentTypeFor(filename),
-    filename,
-    size: st.size,
-    sha256,
-    mtime: new Date(st.mtimeMs),
-    payload: inline ? { kind: "inline" } : { kind: "object", bucket: ctx.names.payloadBucket, name: id },
-  };
-  // Refuse what no sink would accept before uploading anything.
-  parseEnvelope(envelopeToRecord({ ...envelope, sha256: sha256 || "0".repeat(64) }));
   await requireStream(ctx, ctx.names.stream);
   if (!inline) await requireStream(ctx, objectStreamName(ctx.names.payloadBucket));
 
-  if (envelope.payload.kind === "object") {
-    const bar =
-      ctx.json || !process.stdout.isTTY
-        ? undefined
-        : new SingleBar({
-            format: `${filename} [{bar}] {percentage}% | {done} of {size}`,
-            hideCursor: true,
-          });
-    bar?.start(st.size, 0, { done: formatBytes(0), size: formatBytes(st.size) });
-    try {
-      const uploaded = await putPayloadObject(ctx.nc, {
-        bucket: ctx.names.payloadBucket,
-        name: id,
-        source: createReadStream(path, { highWaterMark: ctx.config.PAYLOAD_CHUNK_BYTES }),
+  const bar =
+    inline || ctx.json || !process.stdout.isTTY
+      ? undefined
+      : new SingleBar({ format: `${filename} [{bar}] {percentage}% | {done} of {size}`, hideCursor: true });
+  bar?.start(st.size, 0, { done: formatBytes(0), size: formatBytes(st.size) });
+  let result;
+  try {
+    result = await publishFile(
+      ctx.nc,
+      body ?? createReadStream(path, { highWaterMark: ctx.config.PAYLOAD_CHUNK_BYTES }),
+      { id, source, subject: filename, filename, mtime: new Date(st.mtimeMs), contentType: args.contentType },
+      {
+        js: ctx.js,
+        subject: ctx.config.SUBJECT,
+        stream: ctx.names.stream,
+        inlineMaxBytes: ctx.config.INLINE_MAX_BYTES,
         chunkBytes: ctx.config.PAYLOAD_CHUNK_BYTES,
         signal: ctx.signal,
         onProgress: (bytes) => bar?.update(bytes, { done: formatBytes(bytes) }),
-      });
-      if (uploaded.size !== st.size) {
-        await deletePayloadObject(ctx.nc, envelope.payload).catch(() => undefined);
-        throw new SourceError("FILE_CHANGED", `${args.file} changed size during the upload; nothing was published`);
-      }
-      envelope.sha256 = uploaded.sha256;
-    } finally {
-      bar?.stop();
-    }
-  }
-
-  let ack;
-  try {
-    ack = await ctx.js.publish(ctx.config.SUBJECT, body, { msgID: id, headers: envelopeToHeaders(envelope) });
+        beforePublish: (envelope) => {
+          if (envelope.size !== st.size) {
+            throw new SourceError("FILE_CHANGED", `${args.file} changed size during the upload; nothing was published`);
+          }
+        },
+      },
+    );
   } catch (err) {
+    if (isFilerelayError(err)) throw err;
     throw new FilerelayError("PUBLISH_FAILED", `publishing ${args.file} to ${ctx.config.SUBJECT} failed`, {
       cause: err,
     });
+  } finally {
+    bar?.stop();
   }
   return {
-    id,
+    id: result.id,
     subject: ctx.config.SUBJECT,
-    seq: ack.seq,
-    duplicate: ack.duplicate,
-    headers: envelopeToRecord(envelope),
+    seq: result.seq,
+    duplicate: result.duplicate,
+    headers: envelopeToRecord(result.envelope),
   };
 }
 

@@ -1,67 +1,34 @@
-import { createHash, randomUUID } from "node:crypto";
-import {
-  closeSync,
-  constants,
-  fstatSync,
-  lstatSync,
-  openSync,
-  readSync,
-  statSync,
-  unlinkSync,
-  type Stats,
-} from "node:fs";
-import { open, type FileHandle } from "node:fs/promises";
+import { randomUUID } from "node:crypto";
+import { constants, lstatSync } from "node:fs";
 import { performance } from "node:perf_hooks";
 import { setTimeout as sleep } from "node:timers/promises";
-import {
-  jetstream,
-  JetStreamApiCodes,
-  JetStreamApiError,
-  jetstreamManager,
-  type JetStreamClient,
-  type JetStreamManager,
-} from "@nats-io/jetstream";
-import mime from "mime";
+import { JetStreamApiCodes, JetStreamApiError, jetstreamManager, type JetStreamManager } from "@nats-io/jetstream";
 import {
   createSemaphore,
-  deletePayloadObject,
   describeError,
-  envelopeToHeaders,
-  envelopeToRecord,
   FilerelayError,
-  fileVersionId,
   isFilerelayError,
   jetstreamNames,
   natsReadiness,
-  parseEnvelope,
-  putPayloadObject,
   SourceError,
   withTimeout,
   type ConsumerMetrics,
-  type Envelope,
   type Logger,
   type NatsConnection,
   type Semaphore,
 } from "@filerelay/core";
-import { ClaimStore, type Claim } from "./claimStore.js";
+import { ClaimStore } from "./claimStore.js";
 import type { ConsumerConfig } from "./config.js";
 import { DirectoryScanner, realPathOf, type ScannedFile } from "./directoryScanner.js";
 import { DirectoryWatcher } from "./directoryWatcher.js";
-import {
-  moveNoClobber,
-  removeFile,
-  SourceReplacedError,
-  utcDay,
-  writeJsonAtomic,
-  type ErrorRecord,
-} from "./disposer.js";
-import { computeFingerprint, FINGERPRINT_HEAD_BYTES, readHead } from "./fingerprint.js";
+import { FileDisposition } from "./disposition.js";
+import { currentIdentity, readVersion, sameIdentity, type Identity } from "./fileVersion.js";
 import { FingerprintStore } from "./fingerprintStore.js";
 import { MinHeap } from "./minHeap.js";
 import { OpenWriters, type OpenWriter } from "./openWriters.js";
+import type { TrackedFile } from "./trackedFile.js";
+import { NetworkPhaseError, VersionPublisher, type PublishOutcome } from "./versionPublisher.js";
 
-/** How long a publish may wait for its PubAck. */
-const PUBLISH_TIMEOUT_MS = 5000;
 /** Early scans (after file-system events) never take more than about a third of the time. */
 const EARLY_SCAN_MIN_DELAY_MS = 20;
 /**
@@ -79,8 +46,6 @@ const POLL_TIMER_SLACK_MS = 20;
 const MAX_POLL_INTERVAL_MS = 10 * 60_000;
 /** How often the broker is probed while it is unavailable. */
 const OUTAGE_PROBE_MS = 1000;
-/** Files up to this size are read with synchronous calls (see readInlineSync). */
-const SYNC_READ_MAX_BYTES = 64 * 1024;
 /** Published files being recorded and archived, per CONCURRENCY slot, at most. */
 const POST_PUBLISH_FACTOR = 4;
 /** Events handled per batch of stat() calls. */
@@ -88,70 +53,11 @@ const EVENT_BATCH = 256;
 /** Fingerprint records rewritten at once when files left in place need theirs refreshed. */
 const FINGERPRINT_REFRESH_CONCURRENCY = 8;
 
-type FileState =
-  /** Not yet stable (or no ready marker yet). */
-  | "waiting"
-  /** Stable, queued for a worker. */
-  | "ready"
-  /** A worker holds it. */
-  | "active"
-  /** Waiting for a retry (failure backoff, or claimed by another replica). */
-  | "backoff"
-  /** Published (and left in place), or already published: nothing to do until it changes. */
-  | "done"
-  /** Finally failed and left in place (no ERROR_DIR): nothing to do until it changes. */
-  | "failed";
-
-interface TrackedFile {
-  rel: string;
-  size: number;
-  mtimeMs: number;
-  ino: number;
-  ctimeMs: number;
-  /** A followed symlink: its resolved target. */
-  target?: string | undefined;
-  /** A refused symlink: why. */
-  refused?: string | undefined;
-  state: FileState;
-  /** Bumped on every change; queue entries of older generations are stale. */
-  gen: number;
-  /** When this version (size, mtime) was first seen: the stability clock. */
-  observedAt: number;
-  /** ce-time: when this version was detected. */
-  detectedAt: Date;
-  attempts: number;
-  firstAttemptAt?: Date | undefined;
-  lastAttemptAt?: Date | undefined;
-  fingerprint?: string | undefined;
-  fileId?: string | undefined;
-  /** Seen changing after it was found: a writer was at work, so it is checked for open writers before it is read. */
-  sawWrites?: boolean | undefined;
-  /** Another process was seen holding this version open for writing (logged once per version). */
-  heldOpen?: boolean | undefined;
-  /** Left in place: when its fingerprint record was last written (it expires after FINGERPRINT_TTL_MS). */
-  recordedAt?: number | undefined;
-  seenInScan: number;
-}
-
-/** One version of a file: what the kernel reports for it (ctime changes on any write, even one that restores mtime). */
-interface Identity {
-  size: number;
-  mtimeMs: number;
-  ino: number;
-  ctimeMs: number;
-}
-
-/** "superseded": the path holds another version than the one published; it was left for its own turn. */
-type Disposition = "deleted" | "archived" | "left" | "superseded";
-
 type AttemptResult =
-  | { kind: "published"; envelope: Envelope; duplicate: boolean; disposition: Disposition; movedTo?: string }
-  | { kind: "already"; envelope: Envelope; disposition: Disposition; movedTo?: string }
+  | Exclude<PublishOutcome, { kind: "changed" }>
   | { kind: "changed"; identity?: Identity }
   | { kind: "vanished" }
-  | { kind: "held" }
-  | { kind: "writing"; writer: OpenWriter }
-  | { kind: "abandoned" };
+  | { kind: "writing"; writer: OpenWriter };
 
 export interface DirectorySourceOptions {
   config: ConsumerConfig;
@@ -175,126 +81,6 @@ export interface DirectorySourceStats {
   outage: boolean;
 }
 
-/** A publish-side failure (claim, KV, upload, publish) that may be a broker outage. */
-class NetworkPhaseError extends SourceError {
-  override name = "NetworkPhaseError";
-}
-
-function sameIdentity(a: Identity, b: Identity): boolean {
-  return a.size === b.size && a.mtimeMs === b.mtimeMs && a.ino === b.ino && a.ctimeMs === b.ctimeMs;
-}
-
-/**
- * Did an open file keep the content it had when `identity` was observed? As
- * sameIdentity, except that a file unlinked meanwhile (a writer renamed a new
- * version over its path) may show a new ctime: the unlink set it, and no one
- * can write to a file without a name but through a descriptor opened before.
- */
-function sameContent(after: Stats, identity: Identity): boolean {
-  return (
-    after.size === identity.size &&
-    after.mtimeMs === identity.mtimeMs &&
-    after.ino === identity.ino &&
-    (after.ctimeMs === identity.ctimeMs || after.nlink === 0)
-  );
-}
-
-function errnoCode(err: unknown): string | undefined {
-  return (err as NodeJS.ErrnoException | undefined)?.code;
-}
-
-/** What `path` holds now (its target's identity for a followed symlink), or undefined when nothing is there. */
-function currentIdentity(path: string, followLink: boolean): Identity | undefined {
-  let st: Stats | undefined;
-  try {
-    st = followLink ? statSync(path, { throwIfNoEntry: false }) : lstatSync(path, { throwIfNoEntry: false });
-  } catch (err) {
-    if (errnoCode(err) === "ENOENT" || errnoCode(err) === "ENOTDIR") return undefined;
-    throw err;
-  }
-  if (!st) return undefined;
-  return { size: st.size, mtimeMs: st.mtimeMs, ino: st.ino, ctimeMs: st.ctimeMs };
-}
-
-/** Reads exactly `size` bytes from the start, or null when the file holds a different number. */
-async function readWhole(fh: FileHandle, size: number): Promise<Buffer | null> {
-  // One byte more than expected reveals a file that grew.
-  const buf = Buffer.allocUnsafe(size + 1);
-  let total = 0;
-  while (total < buf.length) {
-    const { bytesRead } = await fh.read(buf, total, buf.length - total, total);
-    if (bytesRead === 0) break;
-    total += bytesRead;
-  }
-  return total === size ? buf.subarray(0, size) : null;
-}
-
-/**
- * Opens and reads a small file whole with synchronous calls: `body` is null
- * when the file holds a different number of bytes than `size` (one byte more
- * is asked for, to see a file that grew); `stat` is taken after the read.
- */
-function readInlineSync(
-  path: string,
-  flags: number,
-  size: number,
-  rel: string,
-): { body: Buffer | null; stat: Stats } | { kind: "vanished" } | { kind: "changed" } {
-  let fd: number;
-  try {
-    fd = openSync(path, flags);
-  } catch (err) {
-    const code = errnoCode(err);
-    if (code === "ENOENT") return { kind: "vanished" };
-    // Replaced by a symlink since the scan: let the scanner decide about it.
-    if (code === "ELOOP") return { kind: "changed" };
-    throw new SourceError("FILE_READ_FAILED", `cannot open ${rel}`, { cause: err });
-  }
-  try {
-    const buf = Buffer.allocUnsafe(size + 1);
-    let total = 0;
-    while (total < buf.length) {
-      const n = readSync(fd, buf, total, buf.length - total, total);
-      if (n === 0) break;
-      total += n;
-    }
-    return { body: total === size ? buf.subarray(0, size) : null, stat: fstatSync(fd) };
-  } catch (err) {
-    // E.g. EAGAIN from a FIFO swapped in since the scan: name what it is.
-    let isFile = true;
-    try {
-      isFile = fstatSync(fd).isFile();
-    } catch {
-      /* keep the read error */
-    }
-    if (!isFile) throw new SourceError("FILE_NOT_REGULAR", `${rel} is not a regular file`);
-    throw new SourceError("FILE_READ_FAILED", `reading ${rel} failed`, { cause: err });
-  } finally {
-    try {
-      closeSync(fd);
-    } catch {
-      /* read-only descriptor: nothing was lost */
-    }
-  }
-}
-
-/** The whole file from the start, in chunks (the handle stays open: the caller re-checks it afterwards). */
-async function* readChunks(fh: FileHandle, chunkBytes: number): AsyncGenerator<Buffer> {
-  let position = 0;
-  for (;;) {
-    const buf = Buffer.allocUnsafe(chunkBytes);
-    let filled = 0;
-    while (filled < chunkBytes) {
-      const { bytesRead } = await fh.read(buf, filled, chunkBytes - filled, position + filled);
-      if (bytesRead === 0) break;
-      filled += bytesRead;
-    }
-    if (filled > 0) yield buf.subarray(0, filled);
-    if (filled < chunkBytes) return;
-    position += filled;
-  }
-}
-
 /**
  * The directory source: discovers files in INPUT_DIR (polling + fs events),
  * waits until each is completely written, publishes it once as an envelope
@@ -310,15 +96,15 @@ export class DirectorySource implements AsyncDisposable {
   readonly #log: Logger;
   readonly #metrics: ConsumerMetrics | undefined;
   readonly #scanner: DirectoryScanner;
+  readonly #disposition: FileDisposition;
+  readonly #publisher: VersionPublisher;
   readonly #openWriters: OpenWriters;
   /** INPUT_DIR's real path + "/": what /proc shows for files open under it. */
   readonly #realPrefix: string;
   readonly #watcher: DirectoryWatcher;
   readonly #claims: ClaimStore;
   readonly #fingerprints: FingerprintStore;
-  readonly #js: JetStreamClient;
   readonly #jsm: JetStreamManager;
-  readonly #payloadBucket: string;
   readonly #abort = new AbortController();
 
   readonly #files = new Map<string, TrackedFile>();
@@ -381,8 +167,6 @@ export class DirectorySource implements AsyncDisposable {
     this.#fingerprints = stores.fingerprints;
     this.#jsm = stores.jsm;
     this.#uploadSlots = createSemaphore(Math.min(config.CONCURRENCY, config.LARGE_FILE_CONCURRENCY));
-    this.#js = jetstream(options.nc, { timeout: PUBLISH_TIMEOUT_MS });
-    this.#payloadBucket = jetstreamNames(config).payloadBucket;
     this.#scanner = new DirectoryScanner({
       inputDir: config.INPUT_DIR,
       filePattern: config.FILE_PATTERN,
@@ -394,6 +178,22 @@ export class DirectorySource implements AsyncDisposable {
     const realRoot = realPathOf(this.#scanner.root);
     this.#realPrefix = `${realRoot}/`;
     this.#openWriters = new OpenWriters(realRoot);
+    this.#disposition = new FileDisposition({
+      config,
+      absolute: (rel) => this.#scanner.absolute(rel),
+      onMarkerGone: (rel) => this.#markers.delete(rel),
+      log: options.log,
+    });
+    this.#publisher = new VersionPublisher({
+      config,
+      nc: options.nc,
+      claims: stores.claims,
+      fingerprints: stores.fingerprints,
+      log: options.log,
+      signal: this.#abort.signal,
+      stopping: () => this.#stopping,
+      track: (p) => this.#track(p),
+    });
     this.#watcher = new DirectoryWatcher({
       root: this.#scanner.root,
       onPath: (rel) => this.#onPath(rel),
@@ -1103,7 +903,7 @@ export class DirectorySource implements AsyncDisposable {
       rec.state = "done";
       return;
     }
-    const movedTo = await this.#moveToErrorDir(rec, err);
+    const movedTo = await this.#disposition.moveToErrorDir(rec, err);
     if (movedTo === "superseded") {
       this.#log.warn(
         { ...base, outcome: "superseded" },
@@ -1127,108 +927,6 @@ export class DirectorySource implements AsyncDisposable {
     this.#ready.push({ rel: rec.rel, gen: rec.gen, mtimeMs: rec.mtimeMs });
   }
 
-  /** The path in ERROR_DIR; "superseded" when the path now holds another version (not moved). */
-  async #moveToErrorDir(rec: TrackedFile, err: FilerelayError): Promise<{ moved: string } | "superseded" | undefined> {
-    const errorDir = this.#config.ERROR_DIR;
-    if (!errorDir) return undefined;
-    const src = this.#scanner.absolute(rec.rel);
-    const dest = `${errorDir}/${utcDay()}/${rec.rel}`;
-    const isLink = rec.target !== undefined;
-    try {
-      const current = currentIdentity(src, isLink);
-      // A symlink refused or unreadable has no identity of its own to compare.
-      if (current && !rec.refused && !sameIdentity(current, rec)) return "superseded";
-      let moved: string;
-      try {
-        moved = await moveNoClobber(src, dest, isLink || rec.refused ? {} : { expectIno: rec.ino });
-      } catch (moveErr) {
-        if (moveErr instanceof SourceReplacedError) return "superseded";
-        throw moveErr;
-      }
-      const record: ErrorRecord = {
-        path: rec.rel,
-        source: this.#config.SOURCE,
-        reason: describeError(err),
-        code: err.code,
-        attempts: rec.attempts,
-        firstAttemptAt: (rec.firstAttemptAt ?? new Date()).toISOString(),
-        lastAttemptAt: (rec.lastAttemptAt ?? new Date()).toISOString(),
-        size: rec.size,
-        mtime: new Date(rec.mtimeMs).toISOString(),
-        fingerprint: rec.fingerprint ?? null,
-        fileId: rec.fileId ?? null,
-        movedAt: new Date().toISOString(),
-      };
-      await writeJsonAtomic(`${moved}.error.json`, record);
-      await this.#disposeMarker(rec.rel, moved);
-      return { moved };
-    } catch (moveErr) {
-      if (errnoCode(moveErr) === "ENOENT") return undefined;
-      this.#log.error({ err: moveErr, path: rec.rel }, "could not move file to ERROR_DIR");
-      return undefined;
-    }
-  }
-
-  async #disposeMarker(rel: string, movedTo: string | undefined): Promise<void> {
-    const suffix = this.#config.READY_MARKER_SUFFIX;
-    if (!suffix) return;
-    const marker = `${this.#scanner.absolute(rel)}${suffix}`;
-    try {
-      if (movedTo) await moveNoClobber(marker, `${movedTo}${suffix}`);
-      else await removeFile(marker);
-    } catch (err) {
-      if (errnoCode(err) !== "ENOENT") throw err;
-    }
-    this.#markers.delete(rel);
-  }
-
-  /**
-   * After the PubAck (or finding the version already published): delete,
-   * archive or leave — only the version that was published. A writer may
-   * have replaced the path meanwhile (rename over it, or rewrite it in
-   * place): that newer version is left alone for its own turn ("superseded").
-   */
-  async #dispose(rec: TrackedFile, published: Identity): Promise<{ disposition: Disposition; movedTo?: string }> {
-    const config = this.#config;
-    if (!config.DELETE_AFTER_PROCESSING && !config.ARCHIVE_DIR) return { disposition: "left" };
-    const src = this.#scanner.absolute(rec.rel);
-    // A followed symlink is judged by its target (what was read), and the link itself is disposed of.
-    const isLink = rec.target !== undefined;
-    try {
-      const current = currentIdentity(src, isLink);
-      if (current === undefined) {
-        // Already gone (another replica disposed of it, or the writer removed it).
-        return { disposition: config.DELETE_AFTER_PROCESSING ? "deleted" : "archived" };
-      }
-      if (!sameIdentity(current, published)) return { disposition: "superseded" };
-      if (config.DELETE_AFTER_PROCESSING) {
-        // Synchronous right after the check: the window for a replacement is one system call.
-        try {
-          unlinkSync(src);
-        } catch (err) {
-          if (errnoCode(err) !== "ENOENT") throw err;
-        }
-        await this.#disposeMarker(rec.rel, undefined);
-        return { disposition: "deleted" };
-      }
-      let movedTo: string;
-      try {
-        movedTo = await moveNoClobber(src, `${config.ARCHIVE_DIR}/${utcDay()}/${rec.rel}`, {
-          ...(isLink ? {} : { expectIno: published.ino }),
-        });
-      } catch (err) {
-        if (err instanceof SourceReplacedError) return { disposition: "superseded" };
-        // Already gone (another replica archived it): nothing left to do.
-        if (errnoCode(err) === "ENOENT") return { disposition: "archived" };
-        throw err;
-      }
-      await this.#disposeMarker(rec.rel, movedTo);
-      return { disposition: "archived", movedTo };
-    } catch (err) {
-      throw new SourceError("DISPOSE_FAILED", `could not dispose of ${rec.rel}`, { cause: err });
-    }
-  }
-
   async #attempt(rec: TrackedFile, release: () => void): Promise<AttemptResult> {
     if (rec.size <= this.#config.INLINE_MAX_BYTES) return this.#attemptOnce(rec, release);
     // Uploads hold memory (the in-flight window): fewer at once than CONCURRENCY.
@@ -1242,6 +940,7 @@ export class DirectorySource implements AsyncDisposable {
     }
   }
 
+  /** One attempt: checks, reads the version, publishes it (claim → publish → record) and disposes of it. */
   async #attemptOnce(rec: TrackedFile, release: () => void): Promise<AttemptResult> {
     const config = this.#config;
     if (rec.refused) throw new SourceError("SYMLINK_REFUSED", rec.refused, { details: { path: rec.rel } });
@@ -1268,177 +967,11 @@ export class DirectorySource implements AsyncDisposable {
       path = resolved.target;
       flags = constants.O_RDONLY | constants.O_NONBLOCK;
     }
-    // The identity observed STABILITY_MS ago. Read first, then one fstat: if
-    // it still matches (and so does the byte count), nothing was written
-    // between that observation and the end of this read.
+    // The identity observed STABILITY_MS ago.
     const identity: Identity = { size: rec.size, mtimeMs: rec.mtimeMs, ino: rec.ino, ctimeMs: rec.ctimeMs };
-    const inline = identity.size <= config.INLINE_MAX_BYTES;
-    let fh: FileHandle | undefined;
-    let body: Buffer | null | undefined;
-    let head: Buffer;
-    let after: Stats;
-    if (inline && identity.size <= SYNC_READ_MAX_BYTES) {
-      // A small file is read with synchronous calls: open, read, fstat and
-      // close of a few KiB take microseconds, while four thread-pool round
-      // trips cost far more CPU per file.
-      const read = readInlineSync(path, flags, identity.size, rec.rel);
-      if ("kind" in read) return read;
-      ({ body, stat: after } = read);
-      head = (body ?? Buffer.alloc(0)).subarray(0, FINGERPRINT_HEAD_BYTES);
-    } else {
-      try {
-        fh = await open(path, flags);
-      } catch (err) {
-        const code = errnoCode(err);
-        if (code === "ENOENT") return { kind: "vanished" };
-        // Replaced by a symlink since the scan: let the scanner decide about it.
-        if (code === "ELOOP") return { kind: "changed" };
-        throw new SourceError("FILE_READ_FAILED", `cannot open ${rec.rel}`, { cause: err });
-      }
-      try {
-        if (inline) {
-          body = await readWhole(fh, identity.size);
-          head = (body ?? Buffer.alloc(0)).subarray(0, FINGERPRINT_HEAD_BYTES);
-        } else {
-          head = await readHead(fh, identity.size);
-        }
-        after = await fh.stat();
-      } catch (err) {
-        await fh.close().catch(() => undefined);
-        throw new SourceError("FILE_READ_FAILED", `reading ${rec.rel} failed`, { cause: err });
-      }
-    }
-    let open_ = fh !== undefined;
-    try {
-      if (!after.isFile()) throw new SourceError("FILE_NOT_REGULAR", `${rec.rel} is not a regular file`);
-      if (
-        !sameContent(after, identity) ||
-        body === null ||
-        (!inline && head.length < Math.min(identity.size, FINGERPRINT_HEAD_BYTES))
-      ) {
-        return {
-          kind: "changed",
-          identity: { size: after.size, mtimeMs: after.mtimeMs, ino: after.ino, ctimeMs: after.ctimeMs },
-        };
-      }
-      const sha256 = body ? createHash("sha256").update(body).digest("hex") : "";
-      if (inline && fh) {
-        open_ = false;
-        await fh.close();
-      }
-
-      const fingerprint = computeFingerprint({
-        head,
-        // Read whole anyway: the full digest, not just the head, tells this version apart.
-        sha256: inline ? sha256 : undefined,
-        size: identity.size,
-        mtimeMs: identity.mtimeMs,
-        ino: identity.ino,
-        ctimeMs: identity.ctimeMs,
-        source: config.SOURCE,
-        relPath: rec.rel,
-      });
-      const id = fileVersionId(fingerprint);
-      rec.fingerprint = fingerprint;
-      rec.fileId = id;
-      const slash = rec.rel.lastIndexOf("/");
-      const envelope: Envelope = {
-        id,
-        source: config.SOURCE,
-        type: "io.filerelay.file.v1",
-        time: rec.detectedAt,
-        subject: rec.rel,
-        contentType: mime.getType(rec.rel) ?? "application/octet-stream",
-        filename: slash < 0 ? rec.rel : rec.rel.slice(slash + 1),
-        size: identity.size,
-        sha256,
-        mtime: new Date(identity.mtimeMs),
-        payload: inline ? { kind: "inline" } : { kind: "object", bucket: this.#payloadBucket, name: id },
-      };
-      // A name no sink could accept fails here, before anything is sent.
-      parseEnvelope(envelopeToRecord({ ...envelope, sha256: sha256 || "0".repeat(64) }));
-
-      if (this.#stopping) return { kind: "abandoned" };
-      // Claim and lookup in one round trip. Safe because a claim is kept (not
-      // deleted) after its version is published: it expires CLAIM_TTL_MS after
-      // the publish, so a create that succeeds comes long after any earlier
-      // holder recorded its fingerprint, and the lookup sent with it sees that.
-      const [claimed, looked] = await Promise.allSettled([
-        this.#network("claim", () => this.#claims.acquire(fingerprint)),
-        this.#network("fingerprint lookup", () => this.#fingerprints.lookup(fingerprint)),
-      ]);
-      if (claimed.status === "rejected") throw claimed.reason;
-      const claim = claimed.value;
-      if (!claim) {
-        // Held, e.g. still by our previous incarnation (claims outlive their
-        // publish). Nothing to decide when the version is already published and
-        // stays in place; archiving or deleting waits for the claim.
-        const prior = looked.status === "fulfilled" ? looked.value : null;
-        if (prior && this.#leavesFiles) {
-          if (!envelope.sha256 && prior.sha256) envelope.sha256 = prior.sha256;
-          rec.recordedAt = prior.recordedAtMs;
-          return { kind: "already", envelope, disposition: "left" };
-        }
-        return { kind: "held" };
-      }
-      let keepClaim = false;
-      try {
-        if (looked.status === "rejected") throw looked.reason;
-        const prior = looked.value;
-        if (prior) {
-          if (!envelope.sha256 && prior.sha256) envelope.sha256 = prior.sha256;
-          rec.recordedAt = prior.recordedAtMs;
-          const d = await this.#dispose(rec, identity);
-          keepClaim = true;
-          return { kind: "already", envelope, ...d };
-        }
-        if (!inline && fh) {
-          // Not inline: stream the file into the Object Store first.
-          const uploaded = await this.#upload(fh, identity, envelope, claim);
-          if (uploaded === "changed") return { kind: "changed" };
-          envelope.sha256 = uploaded.sha256;
-          open_ = false;
-          await fh.close();
-        }
-        const ack = await this.#network("publish", () =>
-          this.#js.publish(config.SUBJECT, body ?? new Uint8Array(0), {
-            msgID: id,
-            headers: envelopeToHeaders(envelope),
-          }),
-        );
-        // Only now may the source go: the envelope is stored. Recording and
-        // archiving need no slot: the next file's read and publish start now.
-        release();
-        const [recorded, disposed] = await Promise.allSettled([
-          this.#fingerprints.record(fingerprint, {
-            id,
-            path: rec.rel,
-            size: identity.size,
-            sha256: envelope.sha256,
-            publishedAt: new Date().toISOString(),
-          }),
-          this.#dispose(rec, identity),
-        ]);
-        if (recorded.status === "fulfilled") rec.recordedAt = Date.now();
-        else {
-          this.#log.warn(
-            { fileId: id, path: rec.rel, err: recorded.reason as unknown },
-            "could not record the fingerprint; a restart may publish this version again (same ce-id)",
-          );
-        }
-        if (disposed.status === "rejected") throw disposed.reason;
-        keepClaim = true;
-        return { kind: "published", envelope, duplicate: ack.duplicate, ...disposed.value };
-      } finally {
-        // A version that was published keeps its claim until it expires (no
-        // delete request per file; see above). Otherwise the claim is given
-        // back at once, so a retry elsewhere is not blocked; not awaited: an
-        // unreleased claim expires anyway.
-        if (!keepClaim) this.#track(this.#claims.release(claim));
-      }
-    } finally {
-      if (open_) await fh?.close().catch(() => undefined);
-    }
+    const read = await readVersion(path, flags, identity, config.INLINE_MAX_BYTES, rec.rel);
+    if (read.kind !== "read") return read;
+    return this.#publisher.publish(rec, identity, read, release, () => this.#disposition.dispose(rec, identity));
   }
 
   /** Keeps a background promise until it settles, so close() can wait for it. */
@@ -1449,69 +982,6 @@ export class DirectorySource implements AsyncDisposable {
     );
     this.#background.add(settled);
     void settled.finally(() => this.#background.delete(settled));
-  }
-
-  /** Runs a broker-side step; its failures are candidates for "outage, not the file's fault". */
-  async #network<T>(step: string, fn: () => Promise<T>): Promise<T> {
-    try {
-      return await fn();
-    } catch (err) {
-      if (isFilerelayError(err) && !(err.code === "PAYLOAD_UPLOAD_FAILED")) throw err;
-      throw new NetworkPhaseError("PUBLISH_FAILED", `${step} failed`, { cause: err });
-    }
-  }
-
-  /**
-   * Streams a large file into the Object Store under its ce-id, keeping the
-   * claim alive meanwhile. Returns the SHA-256, or "changed" when the file
-   * changed during the upload (the object is then removed).
-   */
-  async #upload(
-    fh: FileHandle,
-    identity: Identity,
-    envelope: Envelope,
-    claim: Claim,
-  ): Promise<{ sha256: string } | "changed"> {
-    const lost = new AbortController();
-    const signal = AbortSignal.any([this.#abort.signal, lost.signal]);
-    const refreshMs = Math.max(500, Math.floor(this.#claims.ttlMs / 3));
-    const refresher = setInterval(() => {
-      this.#claims.refresh(claim).then(
-        (ok) => {
-          if (!ok) lost.abort(new Error("publish claim lost"));
-        },
-        (err: unknown) => this.#log.debug({ err, fileId: envelope.id }, "claim refresh failed"),
-      );
-    }, refreshMs);
-    const ref = { kind: "object" as const, bucket: this.#payloadBucket, name: envelope.id };
-    try {
-      let result;
-      try {
-        result = await putPayloadObject(this.#nc, {
-          bucket: this.#payloadBucket,
-          name: envelope.id,
-          source: readChunks(fh, this.#config.PAYLOAD_CHUNK_BYTES),
-          chunkBytes: this.#config.PAYLOAD_CHUNK_BYTES,
-          signal,
-        });
-      } catch (err) {
-        if (lost.signal.aborted && !this.#abort.signal.aborted) {
-          throw new NetworkPhaseError("PUBLISH_FAILED", "publish claim lost during the upload", { cause: err });
-        }
-        if (isFilerelayError(err)) throw err;
-        throw new SourceError("FILE_READ_FAILED", `reading ${envelope.subject} failed during the upload`, {
-          cause: err,
-        });
-      }
-      const after = await fh.stat();
-      if (result.size !== identity.size || !sameContent(after, identity)) {
-        await deletePayloadObject(this.#nc, ref).catch(() => undefined);
-        return "changed";
-      }
-      return { sha256: result.sha256 };
-    } finally {
-      clearInterval(refresher);
-    }
   }
 
   // -------------------------------------------------------------------------

@@ -7,7 +7,11 @@ export * from "./directoryScanner.js";
 export * from "./directoryWatcher.js";
 export * from "./directorySource.js";
 export * from "./disposer.js";
-export * from "./fingerprint.js";
+
 export * from "./fingerprintStore.js";
 export * from "./claimStore.js";
 export * from "./minHeap.js";
+export * from "./disposition.js";
+export * from "./fileVersion.js";
+export * from "./versionPublisher.js";
+export * from "./trackedFile.js";

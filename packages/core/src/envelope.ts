@@ -46,6 +46,23 @@ export const envelopeHeadersSchema = z
       .string()
       .regex(/^(inline|object:[A-Za-z0-9_-]+\/.+)$/, "expected inline or object:<bucket>/<name>")
       .describe("inline (body holds the bytes) or object:<bucket>/<name> (JetStream Object Store)"),
+    "ce-parentid": z
+      .uuid()
+      .describe("Extension: the ce-id this file was derived from (an archive entry, a converted file)")
+      .optional(),
+    "ce-jobid": z.string().min(1).max(255).describe("Extension: the upload job that published it").optional(),
+    "ce-traceparent": z
+      .string()
+      .regex(/^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$/, "expected a W3C traceparent")
+      .describe("Extension: W3C trace context (CloudEvents distributed tracing)")
+      .optional(),
+    "ce-tracestate": z.string().max(512).describe("Extension: W3C trace state").optional(),
+    "ce-destination": z
+      .string()
+      .min(1)
+      .max(1024)
+      .describe("Extension: a sink-side destination override (e.g. an S3 bucket), honoured only when allow-listed")
+      .optional(),
   })
   .describe("filerelay envelope headers (CloudEvents 1.0 binary content mode over NATS)");
 
@@ -67,7 +84,21 @@ export interface Envelope {
   sha256: string;
   mtime: Date;
   payload: PayloadRef;
+  /** Optional CloudEvents extensions (DESIGN §3); readers ignore what they do not know. */
+  extensions?: EnvelopeExtensions | undefined;
 }
+
+/** The optional CloudEvents extensions an envelope may carry (lower-case names, as CloudEvents requires). */
+export interface EnvelopeExtensions {
+  parentid?: string | undefined;
+  jobid?: string | undefined;
+  traceparent?: string | undefined;
+  tracestate?: string | undefined;
+  destination?: string | undefined;
+}
+
+/** The extension attributes, in header order. */
+export const EXTENSION_NAMES = ["parentid", "jobid", "traceparent", "tracestate", "destination"] as const;
 
 export const HEADER_NAMES = Object.keys(envelopeHeadersSchema.shape) as (keyof EnvelopeHeaders)[];
 const HEADER_NAMES_BY_LOWER_CASE: ReadonlyMap<string, string> = new Map(HEADER_NAMES.map((n) => [n.toLowerCase(), n]));
@@ -168,6 +199,11 @@ export function parseEnvelope(input: MsgHdrs | Record<string, string> | undefine
   }
   const size = Number(h["ce-filesize"]);
   if (!Number.isSafeInteger(size)) fail("ENVELOPE_INVALID", `ce-filesize: ${h["ce-filesize"]} is too large`);
+  let extensions: EnvelopeExtensions | undefined;
+  for (const name of EXTENSION_NAMES) {
+    const value = h[`ce-${name}`];
+    if (value !== undefined) (extensions ??= {})[name] = value;
+  }
   return {
     id: h["ce-id"],
     source: h["ce-source"],
@@ -180,12 +216,13 @@ export function parseEnvelope(input: MsgHdrs | Record<string, string> | undefine
     sha256: h["ce-sha256"],
     mtime: new Date(h["ce-mtime"]),
     payload: parsePayloadRef(h["ce-payload"]),
+    ...(extensions ? { extensions } : {}),
   };
 }
 
 /** The header record for an envelope (what goes on the wire). */
 export function envelopeToRecord(env: Envelope): EnvelopeHeaders & { "Nats-Msg-Id": string } {
-  return {
+  const record: EnvelopeHeaders & { "Nats-Msg-Id": string } = {
     "Nats-Msg-Id": env.id,
     "ce-specversion": CE_SPECVERSION,
     "ce-id": env.id,
@@ -200,6 +237,11 @@ export function envelopeToRecord(env: Envelope): EnvelopeHeaders & { "Nats-Msg-I
     "ce-mtime": env.mtime.toISOString(),
     "ce-payload": formatPayloadRef(env.payload),
   };
+  for (const name of EXTENSION_NAMES) {
+    const value = env.extensions?.[name];
+    if (value !== undefined) record[`ce-${name}`] = value;
+  }
+  return record;
 }
 
 export function envelopeToHeaders(env: Envelope): MsgHdrs {

@@ -23,3 +23,6 @@ export * from "./consumeFiles.js";
 export * from "./configReference.js";
 export * from "./semaphore.js";
 export * from "./retention.js";
+export * from "./publish/fingerprint.js";
+export * from "./publish/contentType.js";
+export * from "./publish/publishFile.js";
