@@ -1,5 +1,5 @@
 import { randomUUID } from "node:crypto";
-import { constants, lstatSync } from "node:fs";
+import { constants } from "node:fs";
 import { performance } from "node:perf_hooks";
 import { setTimeout as sleep } from "node:timers/promises";
 import { JetStreamApiCodes, JetStreamApiError, jetstreamManager, type JetStreamManager } from "@nats-io/jetstream";
@@ -19,37 +19,20 @@ import {
 } from "@filerelay/core";
 import { ClaimStore } from "./claimStore.js";
 import type { ConsumerConfig } from "./config.js";
-import { DirectoryScanner, realPathOf, type ScannedFile } from "./directoryScanner.js";
-import { DirectoryWatcher } from "./directoryWatcher.js";
+import { DirectoryScanner, realPathOf } from "./directoryScanner.js";
+import { Discovery } from "./discovery.js";
 import { FileDisposition } from "./disposition.js";
-import { currentIdentity, readVersion, sameIdentity, type Identity } from "./fileVersion.js";
+import { currentIdentity, readVersion, type Identity } from "./fileVersion.js";
+import { FileSchedule } from "./fileSchedule.js";
 import { FingerprintStore } from "./fingerprintStore.js";
-import { MinHeap } from "./minHeap.js";
 import { OpenWriters, type OpenWriter } from "./openWriters.js";
 import type { TrackedFile } from "./trackedFile.js";
 import { NetworkPhaseError, VersionPublisher, type PublishOutcome } from "./versionPublisher.js";
 
-/** Early scans (after file-system events) never take more than about a third of the time. */
-const EARLY_SCAN_MIN_DELAY_MS = 20;
-/**
- * A full poll costs CPU in proportion to the files resident in INPUT_DIR: the
- * next one starts no sooner than this many times the last one's CPU time, so
- * polling takes at most 1/POLL_CPU_FACTOR (1 %) of a CPU, leaving room under
- * 2 % for the rest of an idle consumer (its timers, NATS pings, garbage
- * collection after a poll). 100,000 resident files: a poll costs ~0.3-0.6 s of
- * CPU, so polls come every 30-60 s.
- */
-const POLL_CPU_FACTOR = 100;
-/** A scan timer firing this close to the poll's time runs the poll. */
-const POLL_TIMER_SLACK_MS = 20;
-/** ...but the poll, the source of truth for changes without events, still runs at least this often. */
-const MAX_POLL_INTERVAL_MS = 10 * 60_000;
 /** How often the broker is probed while it is unavailable. */
 const OUTAGE_PROBE_MS = 1000;
 /** Published files being recorded and archived, per CONCURRENCY slot, at most. */
 const POST_PUBLISH_FACTOR = 4;
-/** Events handled per batch of stat() calls. */
-const EVENT_BATCH = 256;
 /** Fingerprint records rewritten at once when files left in place need theirs refreshed. */
 const FINGERPRINT_REFRESH_CONCURRENCY = 8;
 
@@ -101,22 +84,13 @@ export class DirectorySource implements AsyncDisposable {
   readonly #openWriters: OpenWriters;
   /** INPUT_DIR's real path + "/": what /proc shows for files open under it. */
   readonly #realPrefix: string;
-  readonly #watcher: DirectoryWatcher;
   readonly #claims: ClaimStore;
   readonly #fingerprints: FingerprintStore;
   readonly #jsm: JetStreamManager;
   readonly #abort = new AbortController();
 
-  readonly #files = new Map<string, TrackedFile>();
-  /** Stability deadlines in the order they were set: since the clock only moves forward, a FIFO is sorted. */
-  #stability: { at: number; rel: string; gen: number }[] = [];
-  #stabilityHead = 0;
-  readonly #ready = new MinHeap<{ rel: string; gen: number; mtimeMs: number }>((a, b) =>
-    a.mtimeMs === b.mtimeMs ? a.rel < b.rel : a.mtimeMs < b.mtimeMs,
-  );
-  readonly #retries = new MinHeap<{ at: number; rel: string; gen: number }>((a, b) => a.at < b.at);
-  #markers = new Set<string>();
-  readonly #loggedSkips = new Set<string>();
+  readonly #schedule: FileSchedule;
+  readonly #discovery: Discovery;
 
   readonly #workers = new Set<Promise<void>>();
   /** Of those, uploads to the Object Store at once (LARGE_FILE_CONCURRENCY). */
@@ -124,23 +98,8 @@ export class DirectorySource implements AsyncDisposable {
   /** Workers before their PubAck: CONCURRENCY bounds these (reading, uploading, publishing). */
   #publishing = 0;
   readonly #background = new Set<Promise<void>>();
-  #wakeTimer: NodeJS.Timeout | undefined;
-  #wakeAt = Number.POSITIVE_INFINITY;
 
-  #scanTimer: NodeJS.Timeout | undefined;
-  #scanAt = Number.POSITIVE_INFINITY;
-  #scanning: Promise<void> | undefined;
-  #rescanRequested = false;
-  #lastScanStart = 0;
-  #lastFullScan = 0;
-  #lastScanMs = 0;
-  /** Interval between full polls: max(POLL_INTERVAL_MS, POLL_CPU_FACTOR × CPU of the last poll). */
-  #pollIntervalMs: number;
-  #scans = 0;
   #firstScan: Promise<void>;
-
-  #pendingPaths = new Set<string>();
-  #eventsScheduled = false;
 
   #refreshing = false;
   /** Neither deleted nor archived: published files stay in INPUT_DIR. */
@@ -181,7 +140,7 @@ export class DirectorySource implements AsyncDisposable {
     this.#disposition = new FileDisposition({
       config,
       absolute: (rel) => this.#scanner.absolute(rel),
-      onMarkerGone: (rel) => this.#markers.delete(rel),
+      onMarkerGone: (rel) => this.#schedule.markers.delete(rel),
       log: options.log,
     });
     this.#publisher = new VersionPublisher({
@@ -194,16 +153,23 @@ export class DirectorySource implements AsyncDisposable {
       stopping: () => this.#stopping,
       track: (p) => this.#track(p),
     });
-    this.#watcher = new DirectoryWatcher({
-      root: this.#scanner.root,
-      onPath: (rel) => this.#onPath(rel),
-      isIgnored: (rel) => this.#scanner.isIgnoredPath(rel),
+    this.#schedule = new FileSchedule({
+      stabilityMs: config.STABILITY_MS,
+      readyMarkers: config.READY_MARKER_SUFFIX !== undefined,
       log: options.log,
+      onDue: () => this.#pump(),
+    });
+    this.#discovery = new Discovery({
+      config,
+      scanner: this.#scanner,
+      schedule: this.#schedule,
+      log: options.log,
+      metrics: options.metrics,
+      drop: (rec) => this.#drop(rec),
+      afterPoll: () => this.#refreshFingerprints(),
     });
     this.#followConnection();
-    void this.#watcher.watchTree("");
-    this.#pollIntervalMs = this.#config.POLL_INTERVAL_MS;
-    this.#firstScan = this.#runScan();
+    this.#firstScan = this.#discovery.start();
   }
 
   /** Opens the KV buckets (provisioned beforehand) and starts discovery. */
@@ -225,18 +191,18 @@ export class DirectorySource implements AsyncDisposable {
 
   stats(): DirectorySourceStats {
     const s: DirectorySourceStats = {
-      tracked: this.#files.size,
+      tracked: this.#schedule.files.size,
       waiting: 0,
       ready: 0,
       active: 0,
       backoff: 0,
       done: 0,
       failed: 0,
-      scans: this.#scans,
-      watchedDirectories: this.#watcher.size,
+      scans: this.#discovery.scans,
+      watchedDirectories: this.#discovery.watchedDirectories,
       outage: this.#outage,
     };
-    for (const f of this.#files.values()) s[f.state]++;
+    for (const f of this.#schedule.files.values()) s[f.state]++;
     return s;
   }
 
@@ -310,308 +276,6 @@ export class DirectorySource implements AsyncDisposable {
     })();
   }
 
-  // -------------------------------------------------------------------------
-  // Discovery.
-
-  #scheduleScan(delayMs: number): void {
-    if (this.#stopping) return;
-    const at = Date.now() + delayMs;
-    if (this.#scanning) {
-      if (delayMs < this.#pollIntervalMs) this.#rescanRequested = true;
-      return;
-    }
-    if (this.#scanTimer && at >= this.#scanAt) return;
-    clearTimeout(this.#scanTimer);
-    this.#scanAt = at;
-    this.#scanTimer = setTimeout(() => {
-      this.#scanTimer = undefined;
-      this.#scanAt = Number.POSITIVE_INFINITY;
-      // Light unless the periodic full scan is due. A timer may fire a
-      // millisecond before Date.now() reaches its time (libuv's loop clock is
-      // not the wall clock): without the slack the poll's own timer ran a
-      // light scan (listing every resident file), then the poll right after it.
-      void this.#runScan(Date.now() + POLL_TIMER_SLACK_MS < this.#lastFullScan + this.#pollIntervalMs);
-    }, delayMs);
-  }
-
-  /** An early scan, soon but spaced so that scanning a big directory cannot hog the CPU. */
-  #requestEarlyScan(): void {
-    const sinceLast = Date.now() - this.#lastScanStart;
-    const spacing = Math.max(EARLY_SCAN_MIN_DELAY_MS, 3 * this.#lastScanMs);
-    this.#scheduleScan(Math.max(EARLY_SCAN_MIN_DELAY_MS, spacing - sinceLast));
-  }
-
-  /** A full scan (poll), or a light one (after events: only new paths are stat'ed). */
-  #runScan(light = false): Promise<void> {
-    if (this.#scanning) return this.#scanning;
-    const run = async () => {
-      const started = Date.now();
-      const cpu0 = process.cpuUsage();
-      this.#lastScanStart = started;
-      try {
-        // A poll stats known files too, but only changed ones come back as ScannedFiles.
-        const result = await this.#scanner.scan(
-          light ? { isKnown: (rel) => this.#files.has(rel) } : { known: (rel) => this.#files.get(rel) },
-        );
-        if (this.#stopping) return;
-        this.#scans++;
-        const scanId = this.#scans;
-        const now = Date.now();
-        this.#markers = result.markers;
-        for (const f of result.files) this.#observe(f, now, scanId);
-        for (const rel of result.known) {
-          const rec = this.#files.get(rel);
-          if (rec) rec.seenInScan = scanId;
-        }
-        // Polls: resident files found unchanged come back as our own records.
-        for (const rec of result.unchanged) rec.seenInScan = scanId;
-        for (const dir of result.dirs) this.#watcher.watchDir(dir);
-        for (const rec of this.#files.values()) {
-          // Gone (deleted, moved away) or no longer matching: forget it.
-          if (rec.seenInScan !== scanId && rec.state !== "active") this.#drop(rec);
-        }
-        if (this.#config.READY_MARKER_SUFFIX) {
-          for (const rel of this.#markers) {
-            const rec = this.#files.get(rel);
-            if (rec?.state === "waiting") this.#makeReady(rec, false);
-          }
-        }
-        if (this.#loggedSkips.size > 100_000) this.#loggedSkips.clear();
-        for (const s of result.skipped) {
-          if (this.#loggedSkips.has(s.rel)) continue;
-          this.#loggedSkips.add(s.rel);
-          if (s.warn) this.#log.warn({ path: s.rel, reason: s.reason }, "file skipped");
-          else this.#log.debug({ path: s.rel, reason: s.reason }, "file skipped");
-        }
-        this.#metrics?.pendingFiles.set(this.#pendingCount());
-        const cpu = process.cpuUsage(cpu0);
-        const cpuMs = Math.round((cpu.user + cpu.system) / 1000);
-        if (!light) {
-          this.#refreshFingerprints();
-          // Honest polling: a poll that cost C ms of CPU is followed by at least
-          // POLL_CPU_FACTOR × C ms of rest. (While files are being relayed the
-          // process CPU includes that work too, which only spaces polls further;
-          // fs events still trigger immediate light scans.)
-          this.#pollIntervalMs = Math.max(
-            this.#config.POLL_INTERVAL_MS,
-            Math.min(MAX_POLL_INTERVAL_MS, POLL_CPU_FACTOR * cpuMs),
-          );
-        }
-        this.#log.debug(
-          {
-            light,
-            files: result.files.length + result.known.length + result.unchanged.length,
-            durationMs: Date.now() - started,
-            // Process CPU during the scan (includes files being published meanwhile).
-            cpuMs,
-            ...(light ? {} : { nextPollInMs: this.#pollIntervalMs }),
-          },
-          "scan done",
-        );
-      } catch (err) {
-        this.#log.warn({ err, dir: this.#scanner.root }, "scanning INPUT_DIR failed; retrying at the next poll");
-      } finally {
-        this.#lastScanMs = Date.now() - started;
-        this.#scanning = undefined;
-        if (!this.#stopping) {
-          if (this.#rescanRequested) {
-            this.#rescanRequested = false;
-            this.#requestEarlyScan();
-          }
-          if (!light) this.#lastFullScan = started;
-          this.#scheduleScan(Math.max(0, this.#lastFullScan + this.#pollIntervalMs - Date.now()));
-          this.#wake();
-        }
-      }
-    };
-    this.#scanning = run();
-    return this.#scanning;
-  }
-
-  #pendingCount(): number {
-    let n = 0;
-    for (const f of this.#files.values()) if (f.state !== "done" && f.state !== "failed") n++;
-    return n;
-  }
-
-  /** A new observation of a file's identity, from a scan or an event. */
-  #observe(f: ScannedFile, now: number, scanId?: number): void {
-    let rec = this.#files.get(f.rel);
-    if (!rec) {
-      rec = {
-        rel: f.rel,
-        size: f.size,
-        mtimeMs: f.mtimeMs,
-        ino: f.ino,
-        ctimeMs: f.ctimeMs,
-        target: f.target,
-        refused: f.refused,
-        state: "waiting",
-        gen: 0,
-        observedAt: now,
-        detectedAt: new Date(now),
-        attempts: 0,
-        seenInScan: scanId ?? 0,
-      };
-      this.#files.set(f.rel, rec);
-      this.#log.debug({ path: f.rel, size: f.size }, "file detected; waiting until it is complete");
-      this.#startWaiting(rec, now);
-      return;
-    }
-    if (scanId !== undefined) rec.seenInScan = scanId;
-    // A worker verifies the file itself; it must not be disturbed.
-    if (rec.state === "active") return;
-    if (sameIdentity(rec, f) && rec.refused === f.refused) return;
-    rec.size = f.size;
-    rec.mtimeMs = f.mtimeMs;
-    rec.ino = f.ino;
-    rec.ctimeMs = f.ctimeMs;
-    rec.target = f.target;
-    rec.refused = f.refused;
-    rec.detectedAt = new Date(now);
-    rec.heldOpen = undefined;
-    rec.sawWrites = true;
-    // A changed file is a new version: fresh attempts.
-    rec.attempts = 0;
-    rec.firstAttemptAt = undefined;
-    this.#startWaiting(rec, now);
-  }
-
-  #startWaiting(rec: TrackedFile, now: number): void {
-    rec.gen++;
-    rec.state = "waiting";
-    rec.observedAt = now;
-    if (this.#config.READY_MARKER_SUFFIX) {
-      // The marker, not a quiet period, says the file is complete.
-      if (this.#markers.has(rec.rel)) this.#makeReady(rec, false);
-      return;
-    }
-    const at = now + this.#config.STABILITY_MS;
-    this.#stability.push({ at, rel: rec.rel, gen: rec.gen });
-    this.#scheduleWake(at);
-  }
-
-  #onPath(rel: string): void {
-    if (this.#stopping || this.#scanner.isIgnoredPath(rel)) return;
-    this.#pendingPaths.add(rel);
-    if (this.#eventsScheduled) return;
-    this.#eventsScheduled = true;
-    setImmediate(() => void this.#handleEvents());
-  }
-
-  /** File-system events: re-stat files we know; anything new triggers an early scan. */
-  async #handleEvents(): Promise<void> {
-    this.#eventsScheduled = false;
-    const paths = [...this.#pendingPaths];
-    this.#pendingPaths.clear();
-    let unknown = false;
-    for (let i = 0; i < paths.length && !this.#stopping; i += EVENT_BATCH) {
-      const results = await Promise.all(paths.slice(i, i + EVENT_BATCH).map((rel) => this.#handleEvent(rel)));
-      if (results.includes(true)) unknown = true;
-    }
-    if (unknown) this.#requestEarlyScan();
-    this.#wake();
-  }
-
-  /** Returns true when the path is unknown and calls for a scan. */
-  async #handleEvent(rel: string): Promise<boolean> {
-    const markerOf = this.#scanner.markerTarget(rel);
-    if (markerOf !== undefined) {
-      // Synchronous metadata calls here and below: an lstat takes microseconds,
-      // a thread-pool hop per event costs more CPU than the call.
-      const exists = lstatSync(this.#scanner.absolute(rel), { throwIfNoEntry: false }) !== undefined;
-      if (!exists) {
-        this.#markers.delete(markerOf);
-        return false;
-      }
-      this.#markers.add(markerOf);
-      const rec = this.#files.get(markerOf);
-      if (rec?.state === "waiting") this.#makeReady(rec, false);
-      return rec === undefined;
-    }
-    const rec = this.#files.get(rel);
-    if (rec?.state === "active") return false;
-    let st;
-    try {
-      st = lstatSync(this.#scanner.absolute(rel), { throwIfNoEntry: false });
-    } catch {
-      st = undefined;
-    }
-    if (!st) {
-      // Gone: forget it (unless a worker picked it up meanwhile).
-      if (rec && this.#files.get(rel) === rec) this.#drop(rec);
-      return false;
-    }
-    if (st.isDirectory()) {
-      await this.#watcher.watchTree(rel);
-      return true;
-    }
-    if (!rec) return true;
-    if (st.isSymbolicLink()) {
-      // Only what the scanner resolves is trusted for links.
-      return true;
-    }
-    if (!st.isFile()) return true;
-    this.#observe({ rel, size: st.size, mtimeMs: st.mtimeMs, ino: st.ino, ctimeMs: st.ctimeMs }, Date.now());
-    return false;
-  }
-
-  // -------------------------------------------------------------------------
-  // Scheduling.
-
-  #scheduleWake(at: number): void {
-    if (this.#stopping || at >= this.#wakeAt) return;
-    clearTimeout(this.#wakeTimer);
-    this.#wakeAt = at;
-    this.#wakeTimer = setTimeout(
-      () => {
-        this.#wakeTimer = undefined;
-        this.#wakeAt = Number.POSITIVE_INFINITY;
-        this.#wake();
-      },
-      Math.max(0, at - Date.now()),
-    );
-  }
-
-  /** Moves due files to the ready queue, starts workers, and sets the next wake-up. */
-  #wake(): void {
-    if (this.#stopping) return;
-    const now = Date.now();
-    while (this.#stabilityHead < this.#stability.length) {
-      const item = this.#stability[this.#stabilityHead]!;
-      if (item.at > now) break;
-      this.#stabilityHead++;
-      const rec = this.#files.get(item.rel);
-      if (rec && rec.gen === item.gen && rec.state === "waiting") this.#makeReady(rec, false);
-    }
-    if (this.#stabilityHead > 1024 && this.#stabilityHead * 2 > this.#stability.length) {
-      this.#stability = this.#stability.slice(this.#stabilityHead);
-      this.#stabilityHead = 0;
-    }
-    for (let top = this.#retries.peek(); top && top.at <= now; top = this.#retries.peek()) {
-      this.#retries.pop();
-      const rec = this.#files.get(top.rel);
-      if (rec && rec.gen === top.gen && rec.state === "backoff") this.#makeReady(rec, false);
-    }
-    this.#pump();
-    const next = Math.min(this.#stability[this.#stabilityHead]?.at ?? Infinity, this.#retries.peek()?.at ?? Infinity);
-    if (next !== Infinity) this.#scheduleWake(next);
-  }
-
-  /** Queues a file; `pump: false` when queuing many, so the oldest of all of them goes first. */
-  #makeReady(rec: TrackedFile, pump = true): void {
-    rec.state = "ready";
-    this.#ready.push({ rel: rec.rel, gen: rec.gen, mtimeMs: rec.mtimeMs });
-    if (pump) this.#pump();
-  }
-
-  #retryLater(rec: TrackedFile, delayMs: number): void {
-    rec.state = "backoff";
-    const at = Date.now() + delayMs;
-    this.#retries.push({ at, rel: rec.rel, gen: rec.gen });
-    this.#scheduleWake(at);
-  }
-
   #pump(): void {
     while (
       !this.#stopping &&
@@ -619,12 +283,10 @@ export class DirectorySource implements AsyncDisposable {
       this.#connected &&
       this.#publishing < this.#config.CONCURRENCY &&
       // Published files still being recorded and archived hold no slot, but are bounded too.
-      this.#workers.size < this.#config.CONCURRENCY * POST_PUBLISH_FACTOR &&
-      this.#ready.size > 0
+      this.#workers.size < this.#config.CONCURRENCY * POST_PUBLISH_FACTOR
     ) {
-      const item = this.#ready.pop()!;
-      const rec = this.#files.get(item.rel);
-      if (!rec || rec.gen !== item.gen || rec.state !== "ready") continue;
+      const rec = this.#schedule.popReady();
+      if (!rec) break;
       rec.state = "active";
       this.#publishing++;
       let released = false;
@@ -636,7 +298,7 @@ export class DirectorySource implements AsyncDisposable {
       };
       const worker = this.#run(rec, release).catch((err: unknown) => {
         this.#log.error({ err, path: rec.rel }, "unexpected error handling file");
-        if (rec.state === "active") this.#retryLater(rec, this.#config.RETRY_BACKOFF_MS);
+        if (rec.state === "active") this.#schedule.retryLater(rec, this.#config.RETRY_BACKOFF_MS);
       });
       this.#workers.add(worker);
       void worker.finally(() => {
@@ -729,7 +391,7 @@ export class DirectorySource implements AsyncDisposable {
         rec.attempts = 0;
         rec.firstAttemptAt = undefined;
         rec.sawWrites = true;
-        this.#startWaiting(rec, Date.now());
+        this.#schedule.startWaiting(rec, Date.now());
         return;
       case "vanished":
         this.#log.info(
@@ -746,11 +408,11 @@ export class DirectorySource implements AsyncDisposable {
             "file unchanged for STABILITY_MS but still open for writing by another process; waiting until it is closed",
           );
         }
-        this.#startWaiting(rec, Date.now());
+        this.#schedule.startWaiting(rec, Date.now());
         return;
       case "held":
         this.#log.debug({ path: rec.rel }, "file claimed by another replica; checking again later");
-        this.#retryLater(rec, this.#config.POLL_INTERVAL_MS);
+        this.#schedule.retryLater(rec, this.#config.POLL_INTERVAL_MS);
         return;
       case "abandoned":
         // Shutting down: the file stays untouched for the next start.
@@ -765,7 +427,7 @@ export class DirectorySource implements AsyncDisposable {
    * is a new version: new inode or ctime).
    */
   #drop(rec: TrackedFile): void {
-    this.#files.delete(rec.rel);
+    this.#schedule.files.delete(rec.rel);
     const fingerprint = rec.fingerprint;
     if (rec.state !== "done" || !fingerprint || !this.#leavesFiles) return;
     // Only when it is surely gone: an unreadable directory hides files that are still there.
@@ -787,7 +449,7 @@ export class DirectorySource implements AsyncDisposable {
     if (ttl <= 0 || !this.#leavesFiles || this.#refreshing) return;
     const due = Date.now() - ttl / 2;
     const stale: TrackedFile[] = [];
-    for (const rec of this.#files.values()) {
+    for (const rec of this.#schedule.files.values()) {
       if (rec.state === "done" && rec.fingerprint && (rec.recordedAt ?? 0) < due) stale.push(rec);
     }
     if (stale.length === 0) return;
@@ -839,12 +501,12 @@ export class DirectorySource implements AsyncDisposable {
     rec.detectedAt = new Date();
     rec.attempts = 0;
     rec.firstAttemptAt = undefined;
-    this.#startWaiting(rec, Date.now());
+    this.#schedule.startWaiting(rec, Date.now());
   }
 
   #forget(rec: TrackedFile): void {
-    if (this.#files.get(rec.rel) === rec) this.#files.delete(rec.rel);
-    this.#markers.delete(rec.rel);
+    if (this.#schedule.files.get(rec.rel) === rec) this.#schedule.files.delete(rec.rel);
+    this.#schedule.markers.delete(rec.rel);
   }
 
   async #handleFailure(rec: TrackedFile, attempt: number, raw: unknown, epoch: number, t0: number): Promise<void> {
@@ -861,7 +523,7 @@ export class DirectorySource implements AsyncDisposable {
       if (outage) {
         // Not the file's fault: back in the queue, attempt not counted.
         this.#log.debug({ path: rec.rel, reason: describeError(err) }, "broker unavailable; file waits");
-        this.#makeReadyQuietly(rec);
+        this.#schedule.makeReady(rec);
         this.#enterOutage(describeError(err));
         return;
       }
@@ -887,7 +549,7 @@ export class DirectorySource implements AsyncDisposable {
         durationMs,
         code: err.code,
       });
-      this.#retryLater(rec, retryInMs);
+      this.#schedule.retryLater(rec, retryInMs);
       return;
     }
     this.#metrics?.fileOutcome({
@@ -919,12 +581,6 @@ export class DirectorySource implements AsyncDisposable {
     );
     if (errorPath) this.#forget(rec);
     else rec.state = "failed";
-  }
-
-  /** Back to the ready queue without waking a worker (used during an outage). */
-  #makeReadyQuietly(rec: TrackedFile): void {
-    rec.state = "ready";
-    this.#ready.push({ rel: rec.rel, gen: rec.gen, mtimeMs: rec.mtimeMs });
   }
 
   async #attempt(rec: TrackedFile, release: () => void): Promise<AttemptResult> {
@@ -993,9 +649,8 @@ export class DirectorySource implements AsyncDisposable {
   close(): Promise<void> {
     this.#closed ??= (async () => {
       this.#stopping = true;
-      clearTimeout(this.#wakeTimer);
-      clearTimeout(this.#scanTimer);
-      await this.#watcher.close();
+      this.#schedule.stop();
+      const discoveryClosed = this.#discovery.close();
       // Uploads of large files are abandoned at once (the object is purged);
       // small files in flight finish, bounded by SHUTDOWN_TIMEOUT_MS.
       this.#abort.abort(new FilerelayError("SHUTDOWN", "the consumer is shutting down"));
@@ -1011,7 +666,7 @@ export class DirectorySource implements AsyncDisposable {
       await withTimeout(this.#claims.close(), 2000, "claims close timed out").catch(() => undefined);
       const it = this.#statusIterator as { stop?: () => void } | undefined;
       it?.stop?.();
-      await this.#scanning;
+      await discoveryClosed;
     })();
     return this.#closed;
   }
