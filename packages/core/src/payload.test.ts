@@ -5,7 +5,8 @@ import { describe, expect, it } from "vitest";
 import type { Envelope } from "./envelope.js";
 import { PayloadError } from "./errors.js";
 import { Readable as NodeReadable } from "node:stream";
-import { isVerifiedPayload, objectChunkSubject, objectMetaSubject, objectStreamName, openPayload } from "./payload.js";
+import { objectStreamName } from "./names.js";
+import { isVerifiedPayload, objectChunkSubject, objectMetaSubject, openPayload } from "./payload.js";
 
 // The paths tested here fail or finish before any NATS call; a connection is never touched.
 const noConnection = {} as NatsConnection;
