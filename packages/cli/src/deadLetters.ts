@@ -1,5 +1,5 @@
-import { JetStreamApiCodes, JetStreamApiError, type StoredMsg } from "@nats-io/jetstream";
-import { DLQ_HEADERS, DLQ_SUBJECT_PREFIX, dlqSubject, headersToRecord } from "@filerelay/core";
+import type { StoredMsg } from "@nats-io/jetstream";
+import { DLQ_HEADERS, DLQ_SUBJECT_PREFIX, dlqSubject, headersToRecord, isStreamNotFound } from "@filerelay/core";
 import type { CommandContext } from "./commandContext.js";
 import { NotFoundError } from "./usageError.js";
 
@@ -49,10 +49,6 @@ export interface StoredDeadLetter {
   entry: DeadLetterEntry;
   /** The stored body (the inline payload, or empty). */
   body: Uint8Array;
-}
-
-function isStreamNotFound(err: unknown): boolean {
-  return err instanceof JetStreamApiError && err.code === JetStreamApiCodes.StreamNotFound;
 }
 
 /**

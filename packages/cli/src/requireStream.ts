@@ -1,5 +1,4 @@
-import { JetStreamApiCodes, JetStreamApiError } from "@nats-io/jetstream";
-import { NatsError } from "@filerelay/core";
+import { isStreamNotFound, NatsError } from "@filerelay/core";
 import type { CommandContext } from "./commandContext.js";
 
 /**
@@ -10,7 +9,7 @@ export async function requireStream(ctx: CommandContext, stream: string): Promis
   try {
     await ctx.jsm.streams.info(stream);
   } catch (err) {
-    if (err instanceof JetStreamApiError && err.code === JetStreamApiCodes.StreamNotFound) {
+    if (isStreamNotFound(err)) {
       throw new NatsError(
         "PROVISION_FAILED",
         `stream ${stream} does not exist on this server; start a consumer or producer once (they provision it), or check --stream/STREAM`,

@@ -1,5 +1,5 @@
-import { JetStreamApiCodes, JetStreamApiError, type StreamInfo } from "@nats-io/jetstream";
-import { DLQ_SUBJECT_PREFIX, objectStreamName } from "@filerelay/core";
+import type { StreamInfo } from "@nats-io/jetstream";
+import { DLQ_SUBJECT_PREFIX, isStreamNotFound } from "@filerelay/core";
 import { printJson, type CommandContext } from "./commandContext.js";
 import { formatBytes, renderTable } from "./renderTable.js";
 
@@ -46,7 +46,7 @@ async function streamInfo(ctx: CommandContext, name: string, subjectsFilter?: st
     return await ctx.jsm.streams.info(name, subjectsFilter ? { subjects_filter: subjectsFilter } : {});
   } catch (err) {
     // A stream not provisioned yet is a state to report, not a failure.
-    if (err instanceof JetStreamApiError && err.code === JetStreamApiCodes.StreamNotFound) return null;
+    if (isStreamNotFound(err)) return null;
     throw err;
   }
 }
@@ -92,9 +92,9 @@ export async function collectStatus(ctx: CommandContext): Promise<Status> {
   }
 
   const bucketSpecs: { name: string; kind: BucketStatus["kind"]; stream: string }[] = [
-    { name: names.payloadBucket, kind: "object", stream: objectStreamName(names.payloadBucket) },
-    { name: names.fingerprintBucket, kind: "kv", stream: `KV_${names.fingerprintBucket}` },
-    { name: names.claimBucket, kind: "kv", stream: `KV_${names.claimBucket}` },
+    { name: names.payloadBucket, kind: "object", stream: names.payloadStream },
+    { name: names.fingerprintBucket, kind: "kv", stream: names.fingerprintStream },
+    { name: names.claimBucket, kind: "kv", stream: names.claimStream },
   ];
   const buckets: BucketStatus[] = [];
   for (const spec of bucketSpecs) {

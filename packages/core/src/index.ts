@@ -7,6 +7,7 @@ export * from "./config.js";
 export * from "./logger.js";
 export * from "./backoff.js";
 export * from "./names.js";
+export * from "./jetstreamErrors.js";
 export * from "./nats.js";
 export * from "./provision.js";
 export * from "./envelope.js";

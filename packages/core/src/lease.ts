@@ -9,11 +9,6 @@ import type { NatsConnection } from "@nats-io/transport-node";
  * back: the job runs at most once per lease duration across all replicas.
  */
 
-/** KV bucket of leases (one key per periodic job; history 1, nothing grows). */
-export function leaseBucketName(stream: string): string {
-  return `${stream}_leases`;
-}
-
 export interface LeaseValue {
   holder: string;
   /** Epoch ms when the lease runs out. */

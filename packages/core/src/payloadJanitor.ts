@@ -4,15 +4,17 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import { parsePayloadRef } from "./envelope.js";
 import { describeError } from "./errors.js";
 import type { Logger } from "./logger.js";
-import { createLease, leaseBucketName } from "./lease.js";
+import { createLease } from "./lease.js";
 import { jetstreamNames } from "./names.js";
+import { purgePayloadRevision } from "./payload/deleteObject.js";
 import {
+  objectChunkFilter,
+  objectChunkId,
+  objectMetaFilter,
   objectMetaSubject,
-  objectStreamName,
-  OrderedChunkReader,
-  purgePayloadRevision,
   type PayloadObjectInfo,
-} from "./payload.js";
+} from "./payload/objectFormat.js";
+import { OrderedChunkReader } from "./payload/orderedReader.js";
 
 export interface PayloadJanitorOptions {
   config: { STREAM: string; SUBJECT: string };
@@ -78,7 +80,7 @@ interface LiveObject {
 export function createPayloadJanitor(nc: NatsConnection, opts: PayloadJanitorOptions): PayloadJanitor {
   const names = jetstreamNames(opts.config);
   const bucket = names.payloadBucket;
-  const objStream = objectStreamName(bucket);
+  const objStream = names.payloadStream;
   const graceMs = opts.graceMs ?? DEFAULT_JANITOR_GRACE_MS;
   const intervalMs = opts.intervalMs ?? DEFAULT_JANITOR_INTERVAL_MS;
   const log = opts.log.child({ component: "payload-janitor", bucket });
@@ -86,7 +88,7 @@ export function createPayloadJanitor(nc: NatsConnection, opts: PayloadJanitorOpt
   const holder = randomUUID();
   const lease = opts.lease
     ? createLease(nc, {
-        bucket: leaseBucketName(opts.config.STREAM),
+        bucket: names.leaseBucket,
         key: "payload-sweep",
         holder,
         durationMs: intervalMs,
@@ -139,7 +141,7 @@ export function createPayloadJanitor(nc: NatsConnection, opts: PayloadJanitorOpt
     //    younger than the grace period, so it cannot be judged stale below.
     const live = new Map<string, LiveObject>();
     const tombstones: { name: string; seq: number; mtime: string }[] = [];
-    const exists = await scan(jsm, objStream, `$O.${bucket}.M.>`, false, (m) => {
+    const exists = await scan(jsm, objStream, objectMetaFilter(bucket), false, (m) => {
       const info = JSON.parse(Buffer.from(m.data).toString("utf8")) as PayloadObjectInfo;
       if (info.deleted) tombstones.push({ name: info.name, seq: m.seq, mtime: info.mtime });
       else live.set(info.name, { info, metaSeq: m.seq });
@@ -204,10 +206,10 @@ export function createPayloadJanitor(nc: NatsConnection, opts: PayloadJanitorOpt
 
     // 4. Orphan chunk sets: chunks whose nuid no live meta names, idle past the grace period.
     const liveNuids = new Set([...live.values()].map((o) => o.info.nuid));
-    const si = await jsm.streams.info(objStream, { subjects_filter: `$O.${bucket}.C.>` });
+    const si = await jsm.streams.info(objStream, { subjects_filter: objectChunkFilter(bucket) });
     for (const subject of Object.keys(si.state.subjects ?? {})) {
-      const id = subject.slice(`$O.${bucket}.C.`.length);
-      if (liveNuids.has(id)) continue;
+      const id = objectChunkId(bucket, subject);
+      if (id === undefined || liveNuids.has(id)) continue;
       const last = await jsm.streams.getMessage(objStream, { last_by_subj: subject });
       if (!last || now - last.time.getTime() <= graceMs) continue;
       const purged = await jsm.streams.purge(objStream, { filter: subject });

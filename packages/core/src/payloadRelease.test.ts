@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import type { PayloadObjectInfo } from "./payload.js";
+import type { PayloadObjectInfo } from "./payload/objectFormat.js";
 import { objectNameIn, releaseVerdict } from "./payloadRelease.js";
 
 const sha = "a".repeat(64);

@@ -5,14 +5,9 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import { parsePayloadRef, type Envelope } from "./envelope.js";
 import { describeError } from "./errors.js";
 import type { Logger } from "./logger.js";
-import {
-  objectMetaSubject,
-  objectNameToken,
-  objectSha256,
-  objectStreamName,
-  purgePayloadRevision,
-  type PayloadObjectInfo,
-} from "./payload.js";
+import { objectStreamName, pinBucketName } from "./names.js";
+import { purgePayloadRevision } from "./payload/deleteObject.js";
+import { objectMetaSubject, objectNameToken, objectSha256, type PayloadObjectInfo } from "./payload/objectFormat.js";
 
 /**
  * Fast release of payload objects (DESIGN §12): the sink that acknowledges an
@@ -23,11 +18,6 @@ import {
  * replay: it pins the object first, and a pinned object is left to the
  * periodic sweep, which reads the dead-letter stream itself.
  */
-
-/** KV bucket of pinned objects (one key per object a dead letter references). */
-export function pinBucketName(stream: string): string {
-  return `${stream}_pins`;
-}
 
 /** Default lifetime of a pin: the dead-letter retention it stands for. */
 export const DEFAULT_PIN_MAX_AGE_MS = 30 * 24 * 60 * 60_000;

@@ -2,8 +2,6 @@ import {
   AckPolicy,
   DeliverPolicy,
   DiscardPolicy,
-  JetStreamApiCodes,
-  JetStreamApiError,
   jetstreamManager,
   RetentionPolicy,
   StorageType,
@@ -18,9 +16,9 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import { DEFAULT_DLQ_MAX_AGE_MS } from "./config.js";
 import { NatsError } from "./errors.js";
 import type { Logger } from "./logger.js";
-import { leaseBucketName } from "./lease.js";
-import { jetstreamNames, type JetStreamNames } from "./names.js";
-import { DEFAULT_PIN_MAX_AGE_MS, pinBucketName } from "./payloadRelease.js";
+import { isConsumerNotFound, isStreamNotFound } from "./jetstreamErrors.js";
+import { jetstreamNames, kvStreamName, type JetStreamNames } from "./names.js";
+import { DEFAULT_PIN_MAX_AGE_MS } from "./payloadRelease.js";
 
 const NS_PER_MS = 1_000_000;
 
@@ -91,10 +89,6 @@ export function groupConsumerConfig(group: string, subject: string, ackWaitMs = 
   } satisfies Partial<ConsumerConfig>;
 }
 
-function isNotFound(err: unknown, code: number): boolean {
-  return err instanceof JetStreamApiError && err.code === code;
-}
-
 /**
  * Creates or updates everything a deployment needs (DESIGN §6). Idempotent:
  * a second run changes nothing, and nothing is ever deleted or purged. Works
@@ -153,7 +147,7 @@ export async function provision(
     }
     // Object Store: the consumer writes payloads, producers read them.
     const objm = new Objm(nc);
-    if (!(await bucketExists(jsm, `OBJ_${names.payloadBucket}`))) {
+    if (!(await bucketExists(jsm, names.payloadStream))) {
       await objm.create(names.payloadBucket, {
         storage: StorageType.File,
         replicas: config.STREAM_REPLICAS,
@@ -163,11 +157,11 @@ export async function provision(
     }
     // A pin lives as long as the dead letter that needs its payload.
     const pinMaxAgeMs = options.pinMaxAgeMs ?? options.dlqLimits?.maxAgeMs ?? DEFAULT_PIN_MAX_AGE_MS;
-    await ensurePayloadBookkeeping(nc, jsm, config, pinMaxAgeMs, changes);
+    await ensurePayloadBookkeeping(nc, jsm, names, config.STREAM_REPLICAS, pinMaxAgeMs, changes);
     if (options.sourceBuckets) {
       const kvm = new Kvm(nc);
       const fingerprintTtlMs = options.fingerprintTtlMs ?? DEFAULT_FINGERPRINT_TTL_MS;
-      if (!(await bucketExists(jsm, `KV_${names.fingerprintBucket}`))) {
+      if (!(await bucketExists(jsm, names.fingerprintStream))) {
         await kvm.create(names.fingerprintBucket, {
           history: 1,
           storage: StorageType.File,
@@ -178,9 +172,9 @@ export async function provision(
         changes.push(`created KV ${names.fingerprintBucket}`);
       } else {
         // Older deployments created it without a max age: every record was kept forever.
-        await ensureMaxAge(jsm, `KV_${names.fingerprintBucket}`, fingerprintTtlMs, changes);
+        await ensureMaxAge(jsm, names.fingerprintStream, fingerprintTtlMs, changes);
       }
-      if (!(await bucketExists(jsm, `KV_${names.claimBucket}`))) {
+      if (!(await bucketExists(jsm, names.claimStream))) {
         await kvm.create(names.claimBucket, {
           history: 1,
           storage: StorageType.File,
@@ -209,24 +203,25 @@ export async function provision(
 async function ensurePayloadBookkeeping(
   nc: NatsConnection,
   jsm: JetStreamManager,
-  config: ProvisionConfig,
+  names: JetStreamNames,
+  replicas: number,
   pinMaxAgeMs: number,
   changes: string[],
 ): Promise<void> {
   const kvm = new Kvm(nc);
-  const pins = pinBucketName(config.STREAM);
-  const pinsStream = `KV_${pins}`;
+  const pins = names.pinBucket;
+  const pinsStream = kvStreamName(pins);
   let pinsInfo: StreamInfo | undefined;
   try {
     pinsInfo = await jsm.streams.info(pinsStream);
   } catch (err) {
-    if (!isNotFound(err, JetStreamApiCodes.StreamNotFound)) throw err;
+    if (!isStreamNotFound(err)) throw err;
   }
   if (!pinsInfo) {
     await kvm.create(pins, {
       history: 1,
       storage: StorageType.File,
-      replicas: config.STREAM_REPLICAS,
+      replicas,
       ttl: pinMaxAgeMs,
       description: "filerelay: payload objects that dead letters reference",
     });
@@ -236,12 +231,12 @@ async function ensurePayloadBookkeeping(
     await jsm.streams.update(pinsStream, { ...pinsInfo.config, max_age: pinMaxAgeMs * NS_PER_MS });
     changes.push(`updated KV ${pins}: max_age`);
   }
-  const leases = leaseBucketName(config.STREAM);
-  if (!(await bucketExists(jsm, `KV_${leases}`))) {
+  const leases = names.leaseBucket;
+  if (!(await bucketExists(jsm, kvStreamName(leases)))) {
     await kvm.create(leases, {
       history: 1,
       storage: StorageType.File,
-      replicas: config.STREAM_REPLICAS,
+      replicas,
       description: "filerelay: leases of periodic jobs shared by replicas",
     });
     changes.push(`created KV ${leases}`);
@@ -253,7 +248,7 @@ async function bucketExists(jsm: JetStreamManager, stream: string): Promise<bool
     await jsm.streams.info(stream);
     return true;
   } catch (err) {
-    if (isNotFound(err, JetStreamApiCodes.StreamNotFound)) return false;
+    if (isStreamNotFound(err)) return false;
     throw err;
   }
 }
@@ -280,7 +275,7 @@ async function ensureStream(
   try {
     info = await jsm.streams.info(wanted.name);
   } catch (err) {
-    if (!isNotFound(err, JetStreamApiCodes.StreamNotFound)) throw err;
+    if (!isStreamNotFound(err)) throw err;
     await jsm.streams.add(wanted);
     changes.push(`created stream ${wanted.name} (${wanted.subjects.join(", ")})`);
     return;
@@ -360,7 +355,7 @@ async function ensureGroup(
       changes.push(`updated group ${wanted.durable_name}`);
     }
   } catch (err) {
-    if (!isNotFound(err, JetStreamApiCodes.ConsumerNotFound)) throw err;
+    if (!isConsumerNotFound(err)) throw err;
     await jsm.consumers.add(stream, wanted);
     changes.push(`created group ${wanted.durable_name} on ${stream} (${wanted.filter_subject})`);
   }

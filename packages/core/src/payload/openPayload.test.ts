@@ -1,11 +1,10 @@
 import { createHash } from "node:crypto";
-import type { Readable } from "node:stream";
+import { Readable } from "node:stream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { describe, expect, it } from "vitest";
-import type { Envelope } from "./envelope.js";
-import { PayloadError } from "./errors.js";
-import { Readable as NodeReadable } from "node:stream";
-import { isVerifiedPayload, objectChunkSubject, objectMetaSubject, objectStreamName, openPayload } from "./payload.js";
+import type { Envelope } from "../envelope.js";
+import { PayloadError } from "../errors.js";
+import { isVerifiedPayload, openPayload } from "./openPayload.js";
 
 // The paths tested here fail or finish before any NATS call; a connection is never touched.
 const noConnection = {} as NatsConnection;
@@ -33,17 +32,6 @@ async function collect(stream: Readable): Promise<Buffer> {
   return Buffer.concat(parts);
 }
 
-describe("object store names", () => {
-  it("match the Object Store wire format (padded base64url meta names)", () => {
-    expect(objectStreamName("FILES_payloads")).toBe("OBJ_FILES_payloads");
-    expect(objectChunkSubject("b", "NUID1")).toBe("$O.b.C.NUID1");
-    expect(objectMetaSubject("b", "hello")).toBe("$O.b.M.aGVsbG8=");
-    // '+' and '/' of standard base64 become '-' and '_'.
-    expect(objectMetaSubject("b", "\u00fb\u00ff")).toBe("$O.b.M.w7vDvw==");
-    expect(objectMetaSubject("b", "??>")).toBe("$O.b.M.Pz8-");
-  });
-});
-
 describe("openPayload (inline)", () => {
   const body = Buffer.from("x".repeat(200_000));
   const sha = createHash("sha256").update(body).digest("hex");
@@ -56,7 +44,7 @@ describe("openPayload (inline)", () => {
     expect(isVerifiedPayload(s, { ...env, sha256: "0".repeat(64) })).toBe(false);
     expect(isVerifiedPayload(s, { ...env, size: env.size + 1 })).toBe(false);
     expect(isVerifiedPayload(s, { ...env, id: "00000000-0000-4000-8000-000000000000" })).toBe(false);
-    expect(isVerifiedPayload(NodeReadable.from([body]), env)).toBe(false);
+    expect(isVerifiedPayload(Readable.from([body]), env)).toBe(false);
     s.destroy();
   });
 
