@@ -1,0 +1,35 @@
+import type { Logger } from "../logger.js";
+import type { FileOutcome } from "./types.js";
+
+export type ReportOutcome = (outcome: FileOutcome, flog: Logger) => void;
+
+/**
+ * One log line per settled message (an ack at `ackedLevel`, a retry as a
+ * warning, a dead letter as an error), then the caller's `onOutcome`.
+ */
+export function outcomeReporter(ackedLevel: "info" | "debug", onOutcome?: (o: FileOutcome) => void): ReportOutcome {
+  return (outcome, flog) => {
+    const level = outcome.outcome === "acked" ? ackedLevel : outcome.outcome === "retry" ? "warn" : "error";
+    const env = outcome.envelope;
+    flog[level](
+      {
+        fileId: env?.id,
+        path: env?.subject,
+        size: env?.size,
+        sha256: env?.sha256,
+        outcome: outcome.outcome,
+        attempts: outcome.deliveryCount,
+        durationMs: outcome.durationMs,
+        ...(outcome.code ? { code: outcome.code } : {}),
+        ...(outcome.error ? { err: outcome.error } : {}),
+        ...(outcome.delayMs !== undefined ? { retryInMs: outcome.delayMs } : {}),
+      },
+      outcome.outcome === "acked"
+        ? "file handled"
+        : outcome.outcome === "retry"
+          ? "file failed, will be retried"
+          : "file dead-lettered",
+    );
+    onOutcome?.(outcome);
+  };
+}
