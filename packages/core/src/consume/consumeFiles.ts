@@ -1,6 +1,5 @@
-import { headersToRecord } from "../envelope.js";
 import { describeError } from "../errors.js";
-import { silentLogger, type Logger } from "../logger.js";
+import { silentLogger } from "../logger.js";
 import { jetstreamNames } from "../names.js";
 import { connectNats } from "../nats.js";
 import { createPayloadReleaser } from "../payloadRelease.js";
@@ -8,9 +7,9 @@ import { createSemaphore } from "../semaphore.js";
 import { ackConfirmer } from "./ackConfirm.js";
 import { openGroupDurable } from "./group.js";
 import { handleMessage, type MessageDeps } from "./handleMessage.js";
-import { InFlightSet, type InFlight } from "./inflight.js";
+import { InFlightSet } from "./inflight.js";
 import { pullLoop } from "./pullLoop.js";
-import { outcomeReporter } from "./report.js";
+import { outcomeReporter, reportHandedBack } from "./report.js";
 import type { ConsumeFilesOptions, FileHandler } from "./types.js";
 
 /**
@@ -95,7 +94,7 @@ export async function consumeFiles(options: ConsumeFilesOptions, handler: FileHa
 
     if (inflight.size > 0) {
       log.info({ inFlight: inflight.size, drainTimeoutMs }, "stopping: waiting for in-flight files");
-      await inflight.drain(drainTimeoutMs, (entry) => handedBack(entry, options, log));
+      await inflight.drain(drainTimeoutMs, (entry) => reportHandedBack(entry, log, options.onOutcome));
     }
     group.stop();
     await inflight.close();
@@ -105,25 +104,4 @@ export async function consumeFiles(options: ConsumeFilesOptions, handler: FileHa
   } finally {
     if (ownsConnection) await nc.drain().catch(() => nc.close());
   }
-}
-
-/** A message still in flight when the drain deadline passed, now naked for redelivery. */
-function handedBack(entry: InFlight, options: ConsumeFilesOptions, log: Logger): void {
-  let headers: Record<string, string> = {};
-  try {
-    headers = headersToRecord(entry.msg.headers);
-  } catch {
-    // undecodable headers: logged without a fileId
-  }
-  log.warn(
-    { fileId: headers["ce-id"], seq: entry.msg.seq, outcome: "retry", code: "SHUTDOWN" },
-    "drain deadline passed; file handed back for redelivery",
-  );
-  options.onOutcome?.({
-    outcome: "retry",
-    code: "SHUTDOWN",
-    error: "drain deadline passed",
-    deliveryCount: entry.msg.info.deliveryCount,
-    durationMs: 0,
-  });
 }

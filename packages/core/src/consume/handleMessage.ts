@@ -49,6 +49,8 @@ export async function handleMessage(entry: InFlight, deps: MessageDeps): Promise
   const { headers, decodeError } = await messageHeaders(nc, msg);
   let flog = log.child({ fileId: headers["ce-id"], seq: msg.seq });
   const base = () => ({ deliveryCount, durationMs: Date.now() - started });
+  const openFor = (envelope: Envelope) =>
+    openPayload(nc, envelope, msg.data, { allowedBuckets, signal: entry.abort.signal });
 
   const toDeadLetter = async (envelope: Envelope | undefined, code: ErrorCode, error: string) => {
     try {
@@ -67,11 +69,7 @@ export async function handleMessage(entry: InFlight, deps: MessageDeps): Promise
         streamSeq: msg.seq,
         ...(envelope ? { envelope } : {}),
         ...(deps.errorDir ? { errorDir: deps.errorDir } : {}),
-        ...(envelope
-          ? {
-              openPayload: () => openPayload(nc, envelope, msg.data, { allowedBuckets, signal: entry.abort.signal }),
-            }
-          : {}),
+        ...(envelope ? { openPayload: () => openFor(envelope) } : {}),
         log: flog,
       });
     } catch (err) {
@@ -114,7 +112,7 @@ export async function handleMessage(entry: InFlight, deps: MessageDeps): Promise
   flog = log.child({ fileId: envelope.id, path: envelope.subject, seq: msg.seq });
   const ctx: FileContext = {
     envelope,
-    open: () => openPayload(nc, envelope, msg.data, { allowedBuckets, signal: entry.abort.signal }),
+    open: () => openFor(envelope),
     deliveryCount,
     log: flog,
     working: () => deps.inflight.working(entry),

@@ -1,4 +1,6 @@
+import { headersToRecord } from "../envelope.js";
 import type { Logger } from "../logger.js";
+import type { InFlight } from "./inflight.js";
 import type { FileOutcome } from "./types.js";
 
 export type ReportOutcome = (outcome: FileOutcome, flog: Logger) => void;
@@ -32,4 +34,25 @@ export function outcomeReporter(ackedLevel: "info" | "debug", onOutcome?: (o: Fi
     );
     onOutcome?.(outcome);
   };
+}
+
+/** A message still in flight when the drain deadline passed, now naked for redelivery. */
+export function reportHandedBack(entry: InFlight, log: Logger, onOutcome?: (o: FileOutcome) => void): void {
+  let headers: Record<string, string> = {};
+  try {
+    headers = headersToRecord(entry.msg.headers);
+  } catch {
+    // undecodable headers: logged without a fileId
+  }
+  log.warn(
+    { fileId: headers["ce-id"], seq: entry.msg.seq, outcome: "retry", code: "SHUTDOWN" },
+    "drain deadline passed; file handed back for redelivery",
+  );
+  onOutcome?.({
+    outcome: "retry",
+    code: "SHUTDOWN",
+    error: "drain deadline passed",
+    deliveryCount: entry.msg.info.deliveryCount,
+    durationMs: 0,
+  });
 }
