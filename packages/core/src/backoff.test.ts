@@ -7,6 +7,8 @@ describe("backoff", () => {
   });
   it("caps at maxMs and jitters within bounds", () => {
     expect(backoffDelays({ baseMs: 100, retries: 6, maxMs: 1000 })).toEqual([100, 200, 400, 800, 1000, 1000]);
+    // However many failures: 2^n overflows to Infinity, which the cap still bounds.
+    expect(backoffDelay(5000, { baseMs: 250, maxMs: 8000 })).toBe(8000);
     for (let i = 0; i < 50; i++) {
       const d = backoffDelay(3, { baseMs: 100, jitter: 0.5 });
       expect(d).toBeGreaterThanOrEqual(600);
