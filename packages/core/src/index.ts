@@ -23,3 +23,5 @@ export * from "./consumeFiles.js";
 export * from "./configReference.js";
 export * from "./semaphore.js";
 export * from "./retention.js";
+export * from "./conflictName.js";
+export * from "./fsUtil.js";
