@@ -35,24 +35,32 @@ export type ConflictDecision =
 /** Most `-N` names tried under ON_CONFLICT=rename before giving up. */
 export const MAX_CONFLICT_SUFFIX = 10_000;
 
+// One object per decision: this runs for every file written.
+const WRITE: ConflictDecision = Object.freeze({ action: "write" });
+const OVERWRITE: ConflictDecision = Object.freeze({ action: "overwrite" });
+const SKIP_IDENTICAL: ConflictDecision = Object.freeze({ action: "skip-identical" });
+const SKIP: ConflictDecision = Object.freeze({ action: "skip" });
+const RENAME: ConflictDecision = Object.freeze({ action: "rename-with-suffix" });
+const FAIL: ConflictDecision = Object.freeze({ action: "fail", code: "CONFLICT" });
+
 export function decideConflict(mode: ConflictMode, state: TargetState): ConflictDecision {
   switch (state) {
     case "absent":
-      return { action: "write" };
+      return WRITE;
     case "same":
-      return { action: "skip-identical" };
+      return SKIP_IDENTICAL;
     case "ours-broken":
-      return { action: "overwrite" };
+      return OVERWRITE;
     case "other":
       switch (mode) {
         case "rename":
-          return { action: "rename-with-suffix" };
+          return RENAME;
         case "overwrite":
-          return { action: "overwrite" };
+          return OVERWRITE;
         case "skip":
-          return { action: "skip" };
+          return SKIP;
         case "fail":
-          return { action: "fail", code: "CONFLICT" };
+          return FAIL;
       }
   }
 }
