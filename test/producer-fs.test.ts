@@ -371,10 +371,12 @@ describe("producer service, filesystem sink", () => {
       expect(d!.code, h.name).toBe(h.expected);
       expect(d!.deliveries, h.name).toBe(1);
       expect(d!.error, h.name).toBeTruthy();
-      // Also recorded in ERROR_DIR as <id>.envelope.json.
+      // Also recorded in ERROR_DIR as <id>.envelope.json, written (and fsynced) after the DLQ stream has it.
       const day = new Date().toISOString().slice(0, 10);
       const record = JSON.parse(
-        await readFile(join(errorDir, day, `${h.file.envelope.id}.envelope.json`), "utf8"),
+        await waitFor(() => readFile(join(errorDir, day, `${h.file.envelope.id}.envelope.json`), "utf8"), {
+          message: `${h.name}: its error directory record`,
+        }),
       ) as Record<string, unknown>;
       expect(JSON.stringify(record), h.name).toContain(h.expected);
     }

@@ -1,6 +1,6 @@
 import { expect, test } from "vitest";
 import { isFilerelayError, isPermanent, retry, silentLogger } from "@filerelay/core";
-import { createS3Sink } from "../packages/producer/src/sinks/s3Sink.js";
+import { createS3Sink } from "../packages/producer/src/sinks/s3/index.js";
 import type { SinkWriteResult } from "../packages/producer/src/sinks/sink.js";
 import { startS3, testEnvelope, testPayload, waitFor } from "./support/index.js";
 

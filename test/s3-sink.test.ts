@@ -1,15 +1,14 @@
 import { Readable, Transform } from "node:stream";
 import { afterAll, beforeAll, describe, expect, test, vi } from "vitest";
-import { FilerelayError, PayloadError, SinkError, silentLogger, type Logger } from "@filerelay/core";
+import { FilerelayError, PayloadError, SinkError, silentLogger, withNumericSuffix, type Logger } from "@filerelay/core";
 import {
   createS3Client,
   createS3Sink,
   encodeMetadataValue,
   normalizePrefix,
-  withSuffix,
   type S3SinkConfig,
   type S3SinkDeps,
-} from "../packages/producer/src/sinks/s3Sink.js";
+} from "../packages/producer/src/sinks/s3/index.js";
 import type { Sink, SinkWriteRequest } from "../packages/producer/src/sinks/sink.js";
 import { s3sdk, startS3, testEnvelope, testPayload, type S3Server, type TestPayload } from "./support/index.js";
 
@@ -90,9 +89,9 @@ describe("helpers", () => {
   });
 
   test("conflict suffix goes before the extension and keeps names within 255 bytes", () => {
-    expect(withSuffix("a/b/report.csv", 2)).toBe("a/b/report-2.csv");
-    expect(withSuffix("noext", 1)).toBe("noext-1");
-    const long = withSuffix(`d/${"é".repeat(127)}.csv`, 12);
+    expect(withNumericSuffix("a/b/report.csv", 2)).toBe("a/b/report-2.csv");
+    expect(withNumericSuffix("noext", 1)).toBe("noext-1");
+    const long = withNumericSuffix(`d/${"é".repeat(127)}.csv`, 12);
     expect(Buffer.byteLength(long.slice(2))).toBeLessThanOrEqual(255);
     expect(long.endsWith("-12.csv")).toBe(true);
   });

@@ -6,8 +6,8 @@ import { join, sep } from "node:path";
 import { pipeline } from "node:stream/promises";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { FilerelayError, silentLogger, type Envelope } from "@filerelay/core";
-import { createFsSink } from "../packages/producer/src/sinks/fsSink.js";
-import { createS3Sink } from "../packages/producer/src/sinks/s3Sink.js";
+import { createFsSink } from "../packages/producer/src/sinks/fs/index.js";
+import { createS3Sink } from "../packages/producer/src/sinks/s3/index.js";
 import type { Sink, SinkWriteRequest, SinkWriteResult } from "../packages/producer/src/sinks/sink.js";
 import { startS3, testEnvelope, testPayload, type S3Server, type TestPayload } from "./support/index.js";
 

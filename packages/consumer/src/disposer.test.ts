@@ -3,7 +3,7 @@ import { link, mkdir, mkdtemp, readFile, readdir, rm, symlink, readlink, writeFi
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { moveNoClobber, utcDay, withNumericSuffix, writeJsonAtomic } from "./disposer.js";
+import { moveNoClobber, writeJsonAtomic } from "./disposer.js";
 
 let root: string;
 beforeEach(async () => {
@@ -14,13 +14,6 @@ afterEach(async () => {
 });
 
 describe("disposer", () => {
-  it("names clashes with a numeric suffix before the extension", () => {
-    expect(withNumericSuffix("/a/report.csv", 1)).toBe("/a/report-1.csv");
-    expect(withNumericSuffix("/a/archive.tar.gz", 2)).toBe("/a/archive.tar-2.gz");
-    expect(withNumericSuffix("/a/README", 3)).toBe("/a/README-3");
-    expect(utcDay(new Date("2026-01-02T23:59:59.999Z"))).toBe("2026-01-02");
-  });
-
   it("finishes a move a crash interrupted between link and unlink, instead of archiving a second copy", async () => {
     // Seen in the chaos run: the consumer SIGKILLed mid-archive left the source
     // and its archived link; the restarted consumer archived it again as -1.

@@ -1,20 +1,11 @@
 import { randomBytes } from "node:crypto";
 import { constants, linkSync, lstatSync, unlinkSync } from "node:fs";
-import { copyFile, link, lstat, mkdir, open, readlink, rename, symlink, unlink, writeFile } from "node:fs/promises";
-import { basename, dirname, extname, join } from "node:path";
+import { copyFile, link, lstat, mkdir, readlink, rename, symlink, unlink } from "node:fs/promises";
+import { basename, dirname, join } from "node:path";
+import { errnoCode, fsyncPath, withNumericSuffix } from "@filerelay/core";
 
-/** YYYY-MM-DD in UTC: the dated folder of ARCHIVE_DIR and ERROR_DIR. */
-export function utcDay(date: Date = new Date()): string {
-  return date.toISOString().slice(0, 10);
-}
-
-/** `report.csv` → `report-2.csv`: the name of the n-th clash. */
-export function withNumericSuffix(path: string, n: number): string {
-  const ext = extname(path);
-  const base = basename(path, ext);
-  // A dotfile-like name (".env") has no extension to keep.
-  return join(dirname(path), base === "" ? `${ext}-${n}` : `${base}-${n}${ext}`);
-}
+/** The dated folder of ARCHIVE_DIR and ERROR_DIR, and how the `.error.json` record is written. */
+export { utcDay, writeJsonAtomic } from "@filerelay/core";
 
 const createdDirs = new Set<string>();
 
@@ -24,19 +15,6 @@ async function ensureDir(dir: string): Promise<void> {
   // Bounded: one entry per dated sub-directory in use.
   if (createdDirs.size > 10_000) createdDirs.clear();
   createdDirs.add(dir);
-}
-
-async function fsyncPath(path: string): Promise<void> {
-  const fh = await open(path, constants.O_RDONLY);
-  try {
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-}
-
-function errnoCode(err: unknown): string | undefined {
-  return (err as NodeJS.ErrnoException | undefined)?.code;
 }
 
 /** Codes meaning "this file system cannot hard-link": fall back to a checked rename. */
@@ -227,17 +205,4 @@ export interface ErrorRecord {
   fingerprint: string | null;
   fileId: string | null;
   movedAt: string;
-}
-
-/** Writes JSON atomically (temp name, fsync, rename) next to `path`. */
-export async function writeJsonAtomic(path: string, value: unknown): Promise<void> {
-  const tmp = join(dirname(path), `.${basename(path)}.${randomBytes(6).toString("hex")}.tmp`);
-  await writeFile(tmp, `${JSON.stringify(value, null, 2)}\n`, { flag: "wx" });
-  try {
-    await fsyncPath(tmp);
-    await rename(tmp, path);
-  } catch (err) {
-    await unlink(tmp).catch(() => undefined);
-    throw err;
-  }
 }

@@ -1,8 +1,6 @@
-import { createWriteStream } from "node:fs";
-import { mkdir, rename, rm, statfs, writeFile } from "node:fs/promises";
+import { mkdir, statfs } from "node:fs/promises";
 import { join } from "node:path";
 import type { Readable } from "node:stream";
-import { pipeline } from "node:stream/promises";
 import { jetstream } from "@nats-io/jetstream";
 import { headers as natsHeaders, type MsgHdrs } from "@nats-io/nats-core";
 import type { NatsConnection } from "@nats-io/transport-node";
@@ -10,7 +8,9 @@ import { headersToRecord, type Envelope } from "./envelope.js";
 import { describeError, FilerelayError, type ErrorCode } from "./errors.js";
 import type { Logger } from "./logger.js";
 import { cleanHeaderValue, cutToBytes, fitDeadLetter, type TruncatedPart } from "./deadLetterFit.js";
+import { writeFileAtomic, writeJsonAtomic } from "./fsUtil.js";
 import { dlqSubject } from "./names.js";
+import { utcDay } from "./retention.js";
 
 /** Headers a dead letter carries on top of the original envelope headers. */
 export const DLQ_HEADERS = {
@@ -171,7 +171,7 @@ async function writeErrorFiles(
   now: Date,
   truncated: readonly TruncatedPart[],
 ): Promise<string[]> {
-  const dir = join(opts.errorDir ?? "", now.toISOString().slice(0, 10));
+  const dir = join(opts.errorDir ?? "", utcDay(now));
   await mkdir(dir, { recursive: true });
   const id = errorFileId(opts, record);
   const files: string[] = [];
@@ -179,7 +179,6 @@ async function writeErrorFiles(
   let payloadFile: string | undefined;
   let payloadNotCopied: string | undefined;
   const payloadPath = join(dir, `${id}.payload`);
-  const tmpPayload = `${payloadPath}.${process.pid}.tmp`;
   const fromObject = opts.envelope?.payload.kind === "object" && opts.openPayload !== undefined;
   const payloadBytes = fromObject ? (opts.envelope?.size ?? 0) : opts.body.length;
   try {
@@ -192,18 +191,15 @@ async function writeErrorFiles(
           "dead letter payload not copied to the error directory: not enough free space",
         );
       } else if (fromObject && opts.openPayload) {
-        await pipeline(opts.openPayload(), createWriteStream(tmpPayload));
-        await rename(tmpPayload, payloadPath);
+        await writeFileAtomic(payloadPath, opts.openPayload());
         payloadFile = payloadPath;
       } else {
-        await writeFile(tmpPayload, opts.body);
-        await rename(tmpPayload, payloadPath);
+        await writeFileAtomic(payloadPath, opts.body);
         payloadFile = payloadPath;
       }
     }
   } catch (err) {
     // The payload could not be read (missing object, digest mismatch...): the envelope still goes.
-    await rm(tmpPayload, { force: true });
     payloadNotCopied = describeError(err);
     opts.log?.debug({ err: payloadNotCopied }, "dead letter payload not copied to the error directory");
   }
@@ -225,14 +221,7 @@ async function writeErrorFiles(
     // What the DLQ stream's copy lacks: this record (and the payload file) is the whole original.
     ...(truncated.length > 0 ? { dlqTruncated: truncated } : {}),
   };
-  const tmp = `${envelopePath}.${process.pid}.tmp`;
-  try {
-    await writeFile(tmp, `${JSON.stringify(doc, null, 2)}\n`);
-    await rename(tmp, envelopePath);
-  } catch (err) {
-    await rm(tmp, { force: true });
-    throw err;
-  }
+  await writeJsonAtomic(envelopePath, doc);
   files.push(envelopePath);
   return files;
 }

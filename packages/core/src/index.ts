@@ -27,3 +27,5 @@ export * from "./retention.js";
 export * from "./publish/fingerprint.js";
 export * from "./publish/contentType.js";
 export * from "./publish/publishFile.js";
+export * from "./conflictName.js";
+export * from "./fsUtil.js";

@@ -3,7 +3,15 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { silentLogger } from "./logger.js";
-import { dayFolderStart, expiredDayFolders, startRetentionPruner } from "./retention.js";
+import { dayFolderStart, expiredDayFolders, startRetentionPruner, utcDay } from "./retention.js";
+
+describe("utcDay", () => {
+  it("names the UTC day, whatever the local time zone", () => {
+    expect(utcDay(new Date("2026-01-02T23:59:59.999Z"))).toBe("2026-01-02");
+    expect(utcDay(new Date("2026-01-03T00:00:00.000Z"))).toBe("2026-01-03");
+    expect(dayFolderStart(utcDay(new Date("2024-02-29T12:00:00Z")))).toBe(Date.UTC(2024, 1, 29));
+  });
+});
 
 describe("dayFolderStart", () => {
   it("accepts real YYYY-MM-DD dates only", () => {

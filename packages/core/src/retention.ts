@@ -1,6 +1,7 @@
 import { lstat, readdir, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { describeError } from "./errors.js";
+import { errnoCode } from "./fsUtil.js";
 import type { Logger } from "./logger.js";
 
 /**
@@ -15,13 +16,18 @@ const DAY_FOLDER = /^(\d{4})-(\d{2})-(\d{2})$/;
 /** How often the pruner runs after its first run at start. */
 export const RETENTION_INTERVAL_MS = 3_600_000;
 
+/** The YYYY-MM-DD folder name (UTC) of the day `date` falls in. */
+export function utcDay(date: Date = new Date()): string {
+  return date.toISOString().slice(0, 10);
+}
+
 /** Start (UTC midnight, ms) of the day a YYYY-MM-DD name stands for; undefined for any other name. */
 export function dayFolderStart(name: string): number | undefined {
   const m = DAY_FOLDER.exec(name);
   if (!m) return undefined;
   const t = Date.UTC(Number(m[1]), Number(m[2]) - 1, Number(m[3]));
   // Date.UTC rolls 2024-02-31 over to March: only a name that round-trips is a date.
-  return new Date(t).toISOString().slice(0, 10) === name ? t : undefined;
+  return utcDay(new Date(t)) === name ? t : undefined;
 }
 
 /**
@@ -81,7 +87,7 @@ async function pruneRoot(root: RetentionRoot, now: Date, log: Logger): Promise<s
   try {
     entries = await readdir(root.dir, { withFileTypes: true });
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === "ENOENT") return [];
+    if (errnoCode(err) === "ENOENT") return [];
     throw err;
   }
   const candidates = entries.filter((e) => e.isDirectory()).map((e) => e.name);

@@ -4,4 +4,4 @@ export * from "./template.js";
 export * from "./organizer.js";
 export * from "./producer.js";
 export * from "./sinks/index.js";
-export { createFsSink, TEMP_FILE_PATTERN, isTempFileName, type FsSinkOptions } from "./sinks/fsSink.js";
+export { createFsSink, TEMP_FILE_PATTERN, isTempFileName, type FsSinkOptions } from "./sinks/fs/index.js";

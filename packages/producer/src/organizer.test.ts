@@ -1,13 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { SinkError, type Envelope } from "@filerelay/core";
-import {
-  createOrganizer,
-  fitName,
-  resolveInside,
-  sanitizeComponent,
-  withConflictSuffix,
-  type OrganizerConfig,
-} from "./organizer.js";
+import { SinkError, withNumericSuffix, type Envelope } from "@filerelay/core";
+import { createOrganizer, fitName, resolveInside, sanitizeComponent, type OrganizerConfig } from "./organizer.js";
 
 const now = new Date("2024-03-07T23:59:59.000Z");
 const id = "0f8fad5b-d9cb-469f-a165-70867728950e";
@@ -79,16 +72,10 @@ describe("organizer", () => {
     expect(p.endsWith("é.txt")).toBe(true);
     expect(Buffer.byteLength(fitName("a".repeat(300)))).toBe(255);
     expect(sanitizeComponent("")).toBe("_");
-    const suffixed = withConflictSuffix(`dir/${p}`, 12);
+    const suffixed = withNumericSuffix(`dir/${p}`, 12);
     expect(suffixed.startsWith("dir/")).toBe(true);
     expect(suffixed.endsWith("-12.txt")).toBe(true);
     expect(Buffer.byteLength(suffixed.slice(4))).toBeLessThanOrEqual(255);
-  });
-
-  it("puts conflict suffixes before the extension", () => {
-    expect(withConflictSuffix("2024/01/02/report.csv", 1)).toBe("2024/01/02/report-1.csv");
-    expect(withConflictSuffix("archive.tar.gz", 2)).toBe("archive.tar-2.gz");
-    expect(withConflictSuffix("README", 3)).toBe("README-3");
   });
 
   it("refuses paths that would leave the root", () => {

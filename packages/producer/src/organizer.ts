@@ -1,5 +1,5 @@
 import { extname, resolve, sep } from "node:path";
-import { MAX_NAME_BYTES, SinkError, type Envelope } from "@filerelay/core";
+import { MAX_NAME_BYTES, SinkError, truncateUtf8, type Envelope } from "@filerelay/core";
 import type { OrganizeBy } from "./config.js";
 import { parseTemplate, type FilenameTemplate, type TemplateValues } from "./template.js";
 
@@ -52,18 +52,6 @@ export function fitName(name: string, maxBytes = MAX_NAME_BYTES): string {
   const keepExt = ext.length > 0 && Buffer.byteLength(ext) <= 32 ? ext : "";
   const stem = name.slice(0, name.length - keepExt.length);
   return truncateUtf8(stem, maxBytes - Buffer.byteLength(keepExt)) + keepExt;
-}
-
-function truncateUtf8(text: string, maxBytes: number): string {
-  let out = "";
-  let bytes = 0;
-  for (const ch of text) {
-    const n = Buffer.byteLength(ch);
-    if (bytes + n > maxBytes) break;
-    out += ch;
-    bytes += n;
-  }
-  return out;
 }
 
 const pad = (n: number) => String(n).padStart(2, "0");
@@ -143,15 +131,4 @@ export function resolveInside(root: string, path: string): string {
     throw new SinkError("PATH_UNSAFE", `output path ${JSON.stringify(path)} would leave ${base}`);
   }
   return abs;
-}
-
-/** `dir/report.csv` → `dir/report-2.csv` (suffix before the extension, name kept within 255 bytes). */
-export function withConflictSuffix(path: string, n: number): string {
-  const slash = path.lastIndexOf("/");
-  const dir = slash >= 0 ? path.slice(0, slash + 1) : "";
-  const base = path.slice(slash + 1);
-  const ext = extname(base);
-  const stem = base.slice(0, base.length - ext.length);
-  const suffix = `-${n}${ext}`;
-  return dir + truncateUtf8(stem, MAX_NAME_BYTES - Buffer.byteLength(suffix)) + suffix;
 }

@@ -7,7 +7,7 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { FilerelayError, SinkError, silentLogger, type Envelope, type FileContext } from "@filerelay/core";
 import { loadProducerConfig, type ProducerConfig } from "./config.js";
 import { canEverFit, contentTypeAllowed, createFileHandler } from "./producer.js";
-import { createFsSink } from "./sinks/fsSink.js";
+import { createFsSink } from "./sinks/fs/index.js";
 
 const log = silentLogger();
 let root: string;

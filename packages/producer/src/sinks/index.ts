@@ -1,7 +1,7 @@
 import type { Logger } from "@filerelay/core";
 import type { ProducerConfig, SinkKind } from "../config.js";
-import { createFsSink } from "./fsSink.js";
-import { createS3Sink } from "./s3Sink.js";
+import { createFsSink } from "./fs/index.js";
+import { createS3Sink } from "./s3/index.js";
 import type { Sink } from "./sink.js";
 
 export type { Sink, SinkWriteRequest, SinkWriteResult } from "./sink.js";

@@ -3,7 +3,7 @@ import type { Envelope, Logger } from "@filerelay/core";
 
 /**
  * A sink writes one file version somewhere durable. Implementations live one
- * per file in this folder and are chosen by SINK from `sinkFactories`.
+ * per folder here (fs/, s3/) and are chosen by SINK from `sinkFactories`.
  *
  * Contract: `write` resolves only once the file is durably and completely in
  * place (fs: fsynced and renamed; s3: upload completed and verified). It never

@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { Readable } from "node:stream";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { openPayload, PayloadError, silentLogger, SinkError, type Envelope } from "@filerelay/core";
-import type { ConflictMode } from "../config.js";
+import type { ConflictMode } from "../../config.js";
 import {
   classifyWriteError,
   createFsSink,
@@ -13,8 +13,8 @@ import {
   staleTempVerdict,
   tempFileName,
   type FsSinkOptions,
-} from "./fsSink.js";
-import type { Sink, SinkWriteRequest } from "./sink.js";
+} from "./index.js";
+import type { Sink, SinkWriteRequest } from "../sink.js";
 
 const log = silentLogger();
 const sha = (b: Buffer) => createHash("sha256").update(b).digest("hex");

@@ -1,0 +1,51 @@
+import { randomBytes } from "node:crypto";
+import { constants, createWriteStream } from "node:fs";
+import { open, rename, unlink, writeFile } from "node:fs/promises";
+import { basename, dirname, join } from "node:path";
+import { Readable } from "node:stream";
+import { pipeline } from "node:stream/promises";
+
+/** The errno code of a Node.js fs/system error (`ENOENT`, `EEXIST`…), or undefined for anything else. */
+export function errnoCode(err: unknown): string | undefined {
+  const code = (err as NodeJS.ErrnoException | null | undefined)?.code;
+  return typeof code === "string" ? code : undefined;
+}
+
+/**
+ * fsync of a file or a directory by path. After a rename, an fsync of the
+ * directory is what makes the new name survive a power loss.
+ */
+export async function fsyncPath(path: string): Promise<void> {
+  const fh = await open(path, constants.O_RDONLY);
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+/**
+ * Writes `path` so that it holds either its old content or all of `data`,
+ * never a part, even after a crash: a hidden temp name in the same directory
+ * (created exclusively), fsync, rename over `path`, fsync of the directory.
+ * The temp file is removed when anything fails.
+ */
+export async function writeFileAtomic(path: string, data: string | Uint8Array | Readable): Promise<void> {
+  const dir = dirname(path);
+  const tmp = join(dir, `.${basename(path)}.${randomBytes(6).toString("hex")}.tmp`);
+  try {
+    if (data instanceof Readable) await pipeline(data, createWriteStream(tmp, { flags: "wx" }));
+    else await writeFile(tmp, data, { flag: "wx" });
+    await fsyncPath(tmp);
+    await rename(tmp, path);
+  } catch (err) {
+    await unlink(tmp).catch(() => undefined);
+    throw err;
+  }
+  await fsyncPath(dir);
+}
+
+/** writeFileAtomic of `value` as indented JSON with a final newline. */
+export function writeJsonAtomic(path: string, value: unknown): Promise<void> {
+  return writeFileAtomic(path, `${JSON.stringify(value, null, 2)}\n`);
+}
