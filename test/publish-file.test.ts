@@ -110,7 +110,7 @@ describe("publishFile(): the one way to publish a file", () => {
           },
         ),
       ).rejects.toThrow("changed during the upload");
-      expect(await readPayloadInfo(nc, { kind: "object", bucket: "FILES_payloads", name: refused })).toBeNull();
+      expect(await readPayloadInfo(nc, { bucket: "FILES_payloads", name: refused })).toBeNull();
       expect((await jsm.streams.info("FILES")).state.messages).toBe(3);
     } finally {
       await nc.close();

@@ -10,7 +10,6 @@ import {
   FINGERPRINT_HEAD_BYTES,
   fileVersionId,
   isFilerelayError,
-  objectStreamName,
   publishFile,
   readHead,
   SourceError,
@@ -102,7 +101,7 @@ export async function sendFile(ctx: CommandContext, args: SendArgs): Promise<Sen
     }),
   );
   await requireStream(ctx, ctx.names.stream);
-  if (!inline) await requireStream(ctx, objectStreamName(ctx.names.payloadBucket));
+  if (!inline) await requireStream(ctx, ctx.names.payloadStream);
 
   const bar =
     inline || ctx.json || !process.stdout.isTTY

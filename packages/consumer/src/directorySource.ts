@@ -2,9 +2,11 @@ import { randomUUID } from "node:crypto";
 import { constants } from "node:fs";
 import { performance } from "node:perf_hooks";
 import { setTimeout as sleep } from "node:timers/promises";
-import { JetStreamApiCodes, JetStreamApiError, jetstreamManager, type JetStreamManager } from "@nats-io/jetstream";
+import { jetstreamManager, type JetStreamManager } from "@nats-io/jetstream";
 import {
+  backoffDelay,
   createSemaphore,
+  isStreamNotFound,
   describeError,
   FilerelayError,
   isFilerelayError,
@@ -234,12 +236,7 @@ export class DirectorySource implements AsyncDisposable {
       // has no leader for a while after a node loss (its publishes get "no
       // responders"). That is an outage, not the file's fault.
       const names = jetstreamNames(this.#config);
-      const streams = [
-        names.stream,
-        `OBJ_${names.payloadBucket}`,
-        `KV_${names.claimBucket}`,
-        `KV_${names.fingerprintBucket}`,
-      ];
+      const streams = [names.stream, names.payloadStream, names.claimStream, names.fingerprintStream];
       const leaders = await Promise.all(
         streams.map((s) =>
           withTimeout(this.#jsm.streams.info(s), 2000, `no answer about stream ${s} within 2000 ms`).then(
@@ -247,7 +244,7 @@ export class DirectorySource implements AsyncDisposable {
             (err: unknown) => {
               // A deleted stream is not an outage that ends by itself: files fail
               // (and reach ERROR_DIR) so an operator sees it, as for any PubAck failure.
-              if (err instanceof JetStreamApiError && err.code === JetStreamApiCodes.StreamNotFound) return true;
+              if (isStreamNotFound(err)) return true;
               throw err;
             },
           ),
@@ -540,7 +537,7 @@ export class DirectorySource implements AsyncDisposable {
       reason: describeError(err),
     };
     if (!final) {
-      const retryInMs = this.#config.RETRY_BACKOFF_MS * 2 ** (attempt - 1);
+      const retryInMs = backoffDelay(attempt - 1, { baseMs: this.#config.RETRY_BACKOFF_MS });
       this.#log.warn({ ...base, outcome: "retry", retryInMs }, "file attempt failed; retrying");
       this.#metrics?.fileOutcome({
         outcome: "retry",

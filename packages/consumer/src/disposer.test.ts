@@ -3,7 +3,8 @@ import { link, mkdir, mkdtemp, readFile, readdir, rm, symlink, readlink, writeFi
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { moveNoClobber, writeJsonAtomic } from "./disposer.js";
+import { writeJsonAtomic } from "@filerelay/core";
+import { moveNoClobber } from "./disposer.js";
 
 let root: string;
 beforeEach(async () => {

@@ -4,9 +4,6 @@ import { copyFile, link, lstat, mkdir, readlink, rename, symlink, unlink } from 
 import { basename, dirname, join } from "node:path";
 import { errnoCode, fsyncPath, withNumericSuffix } from "@filerelay/core";
 
-/** The dated folder of ARCHIVE_DIR and ERROR_DIR, and how the `.error.json` record is written. */
-export { utcDay, writeJsonAtomic } from "@filerelay/core";
-
 const createdDirs = new Set<string>();
 
 async function ensureDir(dir: string): Promise<void> {

@@ -1,15 +1,16 @@
 import { unlinkSync } from "node:fs";
-import { describeError, SourceError, type FilerelayError, type Logger } from "@filerelay/core";
-import type { ConsumerConfig } from "./config.js";
 import {
-  moveNoClobber,
-  removeFile,
-  SourceReplacedError,
+  describeError,
+  errnoCode,
+  SourceError,
   utcDay,
   writeJsonAtomic,
-  type ErrorRecord,
-} from "./disposer.js";
-import { currentIdentity, errnoCode, sameIdentity, type Identity } from "./fileVersion.js";
+  type FilerelayError,
+  type Logger,
+} from "@filerelay/core";
+import type { ConsumerConfig } from "./config.js";
+import { moveNoClobber, removeFile, SourceReplacedError, type ErrorRecord } from "./disposer.js";
+import { currentIdentity, sameIdentity, type Identity } from "./fileVersion.js";
 import type { TrackedFile } from "./trackedFile.js";
 
 /** What happens to a source file once it is published (DESIGN §1): chosen once, from the configuration. */

@@ -1,7 +1,7 @@
 import { createHash } from "node:crypto";
 import { closeSync, fstatSync, lstatSync, openSync, readSync, statSync, type Stats } from "node:fs";
 import { open, type FileHandle } from "node:fs/promises";
-import { FINGERPRINT_HEAD_BYTES, readHead, SourceError } from "@filerelay/core";
+import { errnoCode, FINGERPRINT_HEAD_BYTES, readHead, SourceError } from "@filerelay/core";
 
 /** Files up to this size are read with synchronous calls (see readInlineSync). */
 const SYNC_READ_MAX_BYTES = 64 * 1024;
@@ -31,10 +31,6 @@ export function sameContent(after: Stats, identity: Identity): boolean {
     after.ino === identity.ino &&
     (after.ctimeMs === identity.ctimeMs || after.nlink === 0)
   );
-}
-
-export function errnoCode(err: unknown): string | undefined {
-  return (err as NodeJS.ErrnoException | undefined)?.code;
 }
 
 /** What `path` holds now (its target's identity for a followed symlink), or undefined when nothing is there. */

@@ -36,6 +36,18 @@ export const RELEASE_CHECK_DELAYS_MS = [0, 50, 200, 750, 2000] as const;
  */
 export const REUPLOAD_MARGIN_MS = 2000;
 
+/**
+ * Once the envelope is gone, it must still be gone this much later: a broker
+ * killed right after handling the ack may come back with the message (and the
+ * group's ack floor) as they were on disk, and redeliver it.
+ */
+export const RELEASE_SETTLE_MS = 3000;
+
+/** Key of the marker a release leaves in the pins bucket (beside the pins, which are object-name tokens). */
+export function releasedMarkerKey(name: string): string {
+  return `released.${objectNameToken(name)}`;
+}
+
 /** Release checks running at once; past that, objects are left to the sweep. */
 const MAX_PENDING_RELEASES = 256;
 
@@ -101,6 +113,8 @@ export interface PayloadReleaser {
   pin(name: string, group: string): Promise<void>;
   /** Is the message still in the stream? undefined when the broker could not say. */
   isStored(seq: number): Promise<boolean | undefined>;
+  /** Was this object released after every group had acknowledged its envelope? (false when unknown) */
+  wasReleased(name: string): Promise<boolean>;
   /** Stops pending checks (their objects are left to the sweep) and waits for removals under way. */
   close(): Promise<void>;
 }
@@ -147,6 +161,11 @@ export function createPayloadReleaser(nc: NatsConnection, opts: PayloadReleaserO
       stored = await isStored(seq);
       if (stored !== true) break;
     }
+    // Still gone after a while: not an ack the broker will forget in a crash.
+    if (stored === false) {
+      await sleep(RELEASE_SETTLE_MS, undefined, { signal: closing.signal });
+      stored = await isStored(seq);
+    }
     // Unknown (broker unreachable) counts as stored: the sweep decides later.
     if (stored !== false) {
       log.debug({ object: name }, "payload object kept: another group has not acknowledged its envelope");
@@ -169,6 +188,9 @@ export function createPayloadReleaser(nc: NatsConnection, opts: PayloadReleaserO
       log.debug({ object: name, verdict }, "payload object not released");
       return;
     }
+    // The marker first: a redelivery the broker still makes (it lost the acks in
+    // a crash) then finds it and is acknowledged, not dead-lettered as missing.
+    await (await pins()).put(releasedMarkerKey(name), JSON.stringify({ name, seq, at: new Date().toISOString() }));
     await purgePayloadRevision(manager, bucket, name, { metaSeq: meta.seq, nuid: object.nuid });
     log.debug({ object: name, size: object.size }, "payload object released: every group is done");
   };
@@ -194,6 +216,14 @@ export function createPayloadReleaser(nc: NatsConnection, opts: PayloadReleaserO
       await (await pins()).put(objectNameToken(name), JSON.stringify({ name, group, at: new Date().toISOString() }));
     },
     isStored,
+    async wasReleased(name) {
+      try {
+        const entry = await (await pins()).get(releasedMarkerKey(name));
+        return entry !== null && entry.operation === "PUT";
+      } catch {
+        return false;
+      }
+    },
     async close() {
       closing.abort(new Error("payload releaser closed"));
       await Promise.all([...pending]);

@@ -1,13 +1,13 @@
 import {
   jetstream,
   jetstreamManager,
-  JetStreamApiCodes,
   JetStreamApiError,
   type Consumer,
   type JetStreamManager,
 } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { describeError } from "../errors.js";
+import { isConsumerNotFound, isStreamNotFound } from "../jetstreamErrors.js";
 import type { Logger } from "../logger.js";
 import { DEFAULT_ACK_WAIT_MS, provision, type DlqLimits } from "../provision.js";
 
@@ -126,9 +126,7 @@ export async function openGroupDurable(nc: NatsConnection, opts: GroupDurableOpt
 
 /** Did a pull fail because the group's durable (or its stream) no longer exists? */
 export function isConsumerGone(err: unknown): boolean {
-  if (err instanceof JetStreamApiError) {
-    return err.code === JetStreamApiCodes.ConsumerNotFound || err.code === JetStreamApiCodes.StreamNotFound;
-  }
+  if (err instanceof JetStreamApiError) return isConsumerNotFound(err) || isStreamNotFound(err);
   return /consumer (not found|deleted)|stream not found/i.test(String((err as Error | undefined)?.message));
 }
 

@@ -134,8 +134,14 @@ export async function handleMessage(entry: InFlight, deps: MessageDeps): Promise
     if (entry.settled) return;
     // Redelivered to us while another member of the group still handled it: that
     // member's ack was the last and released the object. A message the stream no
-    // longer holds has been settled by every group, this one included.
-    const messageGone = errorCode(err) === "PAYLOAD_MISSING" && (await deps.releaser.isStored(msg.seq)) === false;
+    // longer holds has been settled by every group, this one included. So has one
+    // whose object was released for it: a broker that lost acks in a crash
+    // delivers such a message again after every group had acknowledged it.
+    const missing = errorCode(err) === "PAYLOAD_MISSING";
+    const messageGone =
+      missing &&
+      envelope.payload.kind === "object" &&
+      ((await deps.releaser.isStored(msg.seq)) === false || (await deps.releaser.wasReleased(envelope.payload.name)));
     if (entry.settled) return;
     const decision = deliveryDecision(err, deliveryCount, limits, { messageGone });
     if (decision.action === "ack") {
