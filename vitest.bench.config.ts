@@ -4,7 +4,16 @@ import { defineConfig } from "vitest/config";
 // `pnpm bench`: benchmarks run one at a time against real processes; not part of `pnpm test`.
 export default defineConfig({
   resolve: {
-    alias: { "@filerelay/core": fileURLToPath(new URL("./packages/core/src/index.ts", import.meta.url)) },
+    alias: [
+      {
+        find: /^@filerelay\/core\/internal$/,
+        replacement: fileURLToPath(new URL("./packages/core/src/internal.ts", import.meta.url)),
+      },
+      {
+        find: /^@filerelay\/core$/,
+        replacement: fileURLToPath(new URL("./packages/core/src/index.ts", import.meta.url)),
+      },
+    ],
   },
   test: {
     include: ["test/bench/**/*.bench.test.ts"],

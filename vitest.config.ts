@@ -3,9 +3,13 @@ import { defineConfig } from "vitest/config";
 
 // Tests import the TypeScript sources of @filerelay/core directly; services are
 // spawned from their built dist/ (so `pnpm test` builds first).
-const alias = {
-  "@filerelay/core": fileURLToPath(new URL("./packages/core/src/index.ts", import.meta.url)),
-};
+const alias = [
+  {
+    find: /^@filerelay\/core\/internal$/,
+    replacement: fileURLToPath(new URL("./packages/core/src/internal.ts", import.meta.url)),
+  },
+  { find: /^@filerelay\/core$/, replacement: fileURLToPath(new URL("./packages/core/src/index.ts", import.meta.url)) },
+];
 
 export default defineConfig({
   test: {

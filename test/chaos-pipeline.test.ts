@@ -5,7 +5,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { jetstreamManager } from "@nats-io/jetstream";
 import { connect } from "@nats-io/transport-node";
 import { describe, expect, it } from "vitest";
-import { createPayloadJanitor, silentLogger } from "@filerelay/core";
+import { createPayloadJanitor, silentLogger } from "@filerelay/core/internal";
 import {
   randInt,
   readOutputTree,
@@ -219,8 +219,12 @@ describe("chaos: broker, producer and consumer SIGKILLed while files flow", () =
               // Not the stream's message count: nats-server 2.9 can keep acknowledged
               // messages of an interest stream after a SIGKILL (see docs/reliability.md).
               const floor = ci.ack_floor.stream_seq;
-              status = `input=${left.length} archived=${archived.length} output=${out.length} stream=${si.state.messages} last=${si.state.last_seq} pending=${ci.num_pending} unacked=${ci.num_ack_pending} ackFloor=${floor}`;
+              // Temp files of a killed producer are removed by its successor once they are
+              // stale (untouched for 30 s: a live writer touches its own every 5 s).
+              const temps = out.filter((rel) => (rel.split("/").pop() ?? "").startsWith(".filerelay-")).length;
+              status = `input=${left.length} archived=${archived.length} output=${out.length} temps=${temps} stream=${si.state.messages} last=${si.state.last_seq} pending=${ci.num_pending} unacked=${ci.num_ack_pending} ackFloor=${floor}`;
               return (
+                temps === 0 &&
                 left.length === 0 &&
                 archived.length >= FILES &&
                 out.length >= FILES &&

@@ -22,7 +22,7 @@ import {
   FINGERPRINT_HEAD_BYTES,
   type Envelope,
   type FileOutcome,
-} from "@filerelay/core";
+} from "@filerelay/core/internal";
 import { guardChild, startNats, waitFor, waitForExit, type NatsServer } from "./support/index.js";
 
 const CLI = fileURLToPath(new URL("../packages/cli/dist/main.js", import.meta.url));

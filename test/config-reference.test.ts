@@ -10,7 +10,7 @@ import {
   renderConfigReference,
   replaceConfigReference,
   type ConfigSchemaSource,
-} from "@filerelay/core";
+} from "@filerelay/core/internal";
 import { consumerEnvSchema } from "../packages/consumer/src/config.js";
 import { producerEnvSchema } from "../packages/producer/src/config.js";
 

@@ -2,7 +2,7 @@ import { appendFile, mkdir, open, readFile, symlink, writeFile } from "node:fs/p
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { describe, expect, it } from "vitest";
-import { parseEnvelope, readPayloadInfo } from "@filerelay/core";
+import { parseEnvelope, readPayloadInfo } from "@filerelay/core/internal";
 import { startNats } from "./support/index.js";
 import {
   consumerEnv,

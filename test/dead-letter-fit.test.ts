@@ -16,7 +16,7 @@ import { jetstreamManager } from "@nats-io/jetstream";
 import { headers as natsHeaders } from "@nats-io/nats-core";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { connect } from "@nats-io/transport-node";
-import { deadLetter, DLQ_HEADERS, envelopeToRecord, provision, silentLogger } from "@filerelay/core";
+import { deadLetter, DLQ_HEADERS, envelopeToRecord, provision, silentLogger } from "@filerelay/core/internal";
 import { startNats, startService, waitFor } from "./support/index.js";
 import { createPublisher, readDeadLetters, testFile, type TestFile } from "./producer-support.js";
 import { producerReady } from "./support/pipeline.js";

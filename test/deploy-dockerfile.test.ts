@@ -2,7 +2,7 @@ import { spawn } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { createMetrics, silentLogger, startHttpServer } from "@filerelay/core";
+import { createMetrics, silentLogger, startHttpServer } from "@filerelay/core/internal";
 import { consumerEnvSchema } from "../packages/consumer/src/config.js";
 import { producerEnvSchema } from "../packages/producer/src/config.js";
 import { repoRoot } from "./support/index.js";

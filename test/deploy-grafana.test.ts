@@ -1,7 +1,7 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { createMetrics, type Metrics } from "@filerelay/core";
+import { createMetrics, type Metrics } from "@filerelay/core/internal";
 import { repoRoot } from "./support/index.js";
 
 /**

@@ -7,7 +7,7 @@ import {
   startHttpServer,
   watchNatsConnection,
   ConfigError,
-} from "@filerelay/core";
+} from "@filerelay/core/internal";
 import { startNats, waitFor } from "./support/index.js";
 
 const log = silentLogger();

@@ -23,7 +23,7 @@ import {
   putPayloadObject,
   silentLogger,
   type Envelope,
-} from "@filerelay/core";
+} from "@filerelay/core/internal";
 import {
   isPartialName,
   seededBytes,

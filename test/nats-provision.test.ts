@@ -1,6 +1,13 @@
 import { jetstreamManager, RetentionPolicy } from "@nats-io/jetstream";
 import { describe, expect, it } from "vitest";
-import { connectNats, provision, silentLogger, NatsError, jetstreamNames, type NatsConfig } from "@filerelay/core";
+import {
+  connectNats,
+  provision,
+  silentLogger,
+  NatsError,
+  jetstreamNames,
+  type NatsConfig,
+} from "@filerelay/core/internal";
 import { startNats } from "./support/index.js";
 
 const log = silentLogger();

@@ -17,7 +17,7 @@ import {
   silentLogger,
   type Envelope,
   type FileOutcome,
-} from "@filerelay/core";
+} from "@filerelay/core/internal";
 import { startNats, waitFor, type NatsServer } from "./support/index.js";
 
 const log = silentLogger();

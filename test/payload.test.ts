@@ -18,7 +18,7 @@ import {
   readPayloadInfo,
   silentLogger,
   type Envelope,
-} from "@filerelay/core";
+} from "@filerelay/core/internal";
 import { startNats } from "./support/index.js";
 
 const log = silentLogger();

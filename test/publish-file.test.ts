@@ -13,7 +13,7 @@ import {
   publishFile,
   readPayloadInfo,
   silentLogger,
-} from "@filerelay/core";
+} from "@filerelay/core/internal";
 import { startNats } from "./support/index.js";
 
 const sha256 = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");

@@ -1,5 +1,5 @@
 import { expect, test } from "vitest";
-import { isFilerelayError, isPermanent, retry, silentLogger } from "@filerelay/core";
+import { isFilerelayError, isPermanent, retry, silentLogger } from "@filerelay/core/internal";
 import { createS3Sink } from "../packages/producer/src/sinks/s3/index.js";
 import type { SinkWriteResult } from "../packages/producer/src/sinks/sink.js";
 import { startS3, testEnvelope, testPayload, waitFor } from "./support/index.js";

@@ -1,6 +1,13 @@
 import { Readable, Transform } from "node:stream";
 import { afterAll, beforeAll, describe, expect, test, vi } from "vitest";
-import { FilerelayError, PayloadError, SinkError, silentLogger, withNumericSuffix, type Logger } from "@filerelay/core";
+import {
+  FilerelayError,
+  PayloadError,
+  SinkError,
+  silentLogger,
+  withNumericSuffix,
+  type Logger,
+} from "@filerelay/core/internal";
 import {
   createS3Client,
   createS3Sink,

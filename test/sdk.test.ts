@@ -19,7 +19,7 @@ import {
   type Envelope,
   type FileContext,
   type FileOutcome,
-} from "@filerelay/core";
+} from "@filerelay/core/internal";
 import { startNats, waitFor, type NatsServer } from "./support/index.js";
 
 const log = silentLogger();

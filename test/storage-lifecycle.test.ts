@@ -22,7 +22,7 @@ import {
   objectStreamName,
   putPayloadObject,
   readPayloadInfo,
-} from "@filerelay/core";
+} from "@filerelay/core/internal";
 import {
   guardChild,
   sha256File,

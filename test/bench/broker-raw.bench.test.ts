@@ -7,7 +7,7 @@ import { promisify } from "node:util";
 import { AckPolicy, DeliverPolicy, jetstream, jetstreamManager, StorageType } from "@nats-io/jetstream";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { it } from "vitest";
-import { openPayload, putPayloadObject, type Envelope } from "@filerelay/core";
+import { openPayload, putPayloadObject, type Envelope } from "@filerelay/core/internal";
 import { startNats } from "../support/index.js";
 import { cpuSecondsOf, loadNote, machineInfo, tempDir, writeResult } from "./benchSupport.js";
 

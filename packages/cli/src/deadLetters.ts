@@ -1,5 +1,11 @@
 import type { StoredMsg } from "@nats-io/jetstream";
-import { DLQ_HEADERS, DLQ_SUBJECT_PREFIX, dlqSubject, headersToRecord, isStreamNotFound } from "@filerelay/core";
+import {
+  DLQ_HEADERS,
+  DLQ_SUBJECT_PREFIX,
+  dlqSubject,
+  headersToRecord,
+  isStreamNotFound,
+} from "@filerelay/core/internal";
 import type { CommandContext } from "./commandContext.js";
 import { NotFoundError } from "./usageError.js";
 

@@ -1,4 +1,4 @@
-import { isStreamNotFound, NatsError } from "@filerelay/core";
+import { isStreamNotFound, NatsError } from "@filerelay/core/internal";
 import type { CommandContext } from "./commandContext.js";
 
 /**

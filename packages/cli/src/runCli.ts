@@ -9,7 +9,7 @@ import {
   jetstreamNames,
   silentLogger,
   type Env,
-} from "@filerelay/core";
+} from "@filerelay/core/internal";
 import { loadCliConfig } from "./cliConfig.js";
 import type { CommandContext } from "./commandContext.js";
 import { dlqCommand, type DlqArgs } from "./dlqCommand.js";

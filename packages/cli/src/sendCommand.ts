@@ -13,7 +13,7 @@ import {
   publishFile,
   readHead,
   SourceError,
-} from "@filerelay/core";
+} from "@filerelay/core/internal";
 import { printJson, type CommandContext } from "./commandContext.js";
 import { formatBytes, renderTable } from "./renderTable.js";
 import { requireStream } from "./requireStream.js";

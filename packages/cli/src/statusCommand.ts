@@ -1,5 +1,5 @@
 import type { StreamInfo } from "@nats-io/jetstream";
-import { DLQ_SUBJECT_PREFIX, isStreamNotFound } from "@filerelay/core";
+import { DLQ_SUBJECT_PREFIX, isStreamNotFound } from "@filerelay/core/internal";
 import { printJson, type CommandContext } from "./commandContext.js";
 import { formatBytes, renderTable } from "./renderTable.js";
 

@@ -1,4 +1,4 @@
-import { FilerelayError, type FilerelayErrorOptions } from "@filerelay/core";
+import { FilerelayError, type FilerelayErrorOptions } from "@filerelay/core/internal";
 
 /**
  * A command line that cannot be run as written (unknown command or option,

@@ -13,7 +13,7 @@ import {
   loadConfig,
   type Env,
   type LoadConfigOptions,
-} from "@filerelay/core";
+} from "@filerelay/core/internal";
 
 /**
  * Consumer configuration (DESIGN §4, consumer variables). Defaults live here;

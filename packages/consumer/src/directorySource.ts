@@ -18,7 +18,7 @@ import {
   type Logger,
   type NatsConnection,
   type Semaphore,
-} from "@filerelay/core";
+} from "@filerelay/core/internal";
 import { ClaimStore } from "./claimStore.js";
 import type { ConsumerConfig } from "./config.js";
 import { DirectoryScanner, realPathOf } from "./directoryScanner.js";

@@ -1,5 +1,5 @@
 import { lstatSync } from "node:fs";
-import type { ConsumerMetrics, Logger } from "@filerelay/core";
+import type { ConsumerMetrics, Logger } from "@filerelay/core/internal";
 import type { ConsumerConfig } from "./config.js";
 import type { DirectoryScanner } from "./directoryScanner.js";
 import { DirectoryWatcher } from "./directoryWatcher.js";

@@ -3,7 +3,7 @@ import { link, mkdir, mkdtemp, readFile, readdir, rm, symlink, readlink, writeFi
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { writeJsonAtomic } from "@filerelay/core";
+import { writeJsonAtomic } from "@filerelay/core/internal";
 import { moveNoClobber } from "./disposer.js";
 
 let root: string;

@@ -2,7 +2,7 @@ import { randomBytes } from "node:crypto";
 import { constants, linkSync, lstatSync, unlinkSync } from "node:fs";
 import { copyFile, link, lstat, mkdir, readlink, rename, symlink, unlink } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
-import { errnoCode, fsyncPath, withNumericSuffix } from "@filerelay/core";
+import { errnoCode, fsyncPath, withNumericSuffix } from "@filerelay/core/internal";
 
 const createdDirs = new Set<string>();
 

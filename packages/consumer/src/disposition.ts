@@ -7,7 +7,7 @@ import {
   writeJsonAtomic,
   type FilerelayError,
   type Logger,
-} from "@filerelay/core";
+} from "@filerelay/core/internal";
 import type { ConsumerConfig } from "./config.js";
 import { moveNoClobber, removeFile, SourceReplacedError, type ErrorRecord } from "./disposer.js";
 import { currentIdentity, sameIdentity, type Identity } from "./fileVersion.js";

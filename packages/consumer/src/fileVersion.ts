@@ -1,7 +1,7 @@
 import { createHash } from "node:crypto";
 import { closeSync, fstatSync, lstatSync, openSync, readSync, statSync, type Stats } from "node:fs";
 import { open, type FileHandle } from "node:fs/promises";
-import { errnoCode, FINGERPRINT_HEAD_BYTES, readHead, SourceError } from "@filerelay/core";
+import { errnoCode, FINGERPRINT_HEAD_BYTES, readHead, SourceError } from "@filerelay/core/internal";
 
 /** Files up to this size are read with synchronous calls (see readInlineSync). */
 const SYNC_READ_MAX_BYTES = 64 * 1024;

@@ -17,7 +17,7 @@ import {
   watchNatsConnection,
   withTimeout,
   type ServiceContext,
-} from "@filerelay/core";
+} from "@filerelay/core/internal";
 import { loadConsumerConfig } from "./config.js";
 import { startDirectorySource } from "./directorySource.js";
 

@@ -12,7 +12,7 @@ import {
   type FileMeta,
   type Logger,
   type NatsConnection,
-} from "@filerelay/core";
+} from "@filerelay/core/internal";
 import type { Claim, ClaimStore } from "./claimStore.js";
 import type { ConsumerConfig } from "./config.js";
 import type { DisposeResult } from "./disposition.js";

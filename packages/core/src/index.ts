@@ -1,31 +1,80 @@
 /**
- * @filerelay/core: the pieces shared by the consumer, the producer and custom
- * sinks. This file is the package's only public entry.
+ * @filerelay/core: the SDK for sources, stages and sinks on the filerelay bus
+ * (DESIGN §7). This list is the whole public API; the services' own building
+ * blocks are behind `@filerelay/core/internal` and may change without notice.
  */
-export * from "./errors.js";
-export * from "./config.js";
-export * from "./logger.js";
-export * from "./backoff.js";
-export * from "./names.js";
-export * from "./jetstreamErrors.js";
-export * from "./nats.js";
-export * from "./provision.js";
-export * from "./envelope.js";
-export * from "./service.js";
-export * from "./metrics.js";
-export * from "./http.js";
-export * from "./payload.js";
-export * from "./payloadJanitor.js";
-export * from "./payloadRelease.js";
-export * from "./lease.js";
-export * from "./deadLetter.js";
-export * from "./deadLetterFit.js";
-export * from "./consumeFiles.js";
-export * from "./configReference.js";
-export * from "./semaphore.js";
-export * from "./retention.js";
-export * from "./publish/fingerprint.js";
-export * from "./publish/contentType.js";
-export * from "./publish/publishFile.js";
-export * from "./conflictName.js";
-export * from "./fsUtil.js";
+
+// Publishing and consuming files.
+export { publishFile, buildEnvelope, DEFAULT_INLINE_MAX_BYTES } from "./publish/publishFile.js";
+export type { FileMeta, PublishFileOptions, PublishFileResult } from "./publish/publishFile.js";
+export { contentTypeFor } from "./publish/contentType.js";
+export { consumeFiles } from "./consume/consumeFiles.js";
+export type { ConsumeFilesOptions, FileContext, FileOutcome } from "./consume/types.js";
+export { openPayload, checkObjectPayload } from "./payload.js";
+
+// The envelope (DESIGN §3).
+export {
+  CE_SPECVERSION,
+  CE_TYPE,
+  EXTENSION_NAMES,
+  HEADER_NAMES,
+  envelopeHeadersSchema,
+  envelopeJsonSchema,
+  envelopeToHeaders,
+  envelopeToRecord,
+  fileVersionId,
+  formatPayloadRef,
+  headersToRecord,
+  parseEnvelope,
+  parsePayloadRef,
+} from "./envelope.js";
+export type { Envelope, EnvelopeExtensions, EnvelopeHeaders, PayloadRef } from "./envelope.js";
+
+// Dead letters and JetStream names.
+export { DLQ_HEADERS } from "./deadLetter.js";
+export { DLQ_SUBJECT_PREFIX, dlqSubject, jetstreamNames } from "./names.js";
+export type { JetStreamNames } from "./names.js";
+
+// Errors: one code table, one class per area.
+export {
+  ERROR_CODES,
+  ConfigError,
+  EnvelopeError,
+  FilerelayError,
+  NatsError,
+  PayloadError,
+  PermanentError,
+  SinkError,
+  SourceError,
+  describeError,
+  errorCode,
+  isEnvironmental,
+  isFilerelayError,
+  isPermanent,
+} from "./errors.js";
+export type { ErrorCode } from "./errors.js";
+
+// Running a service of one's own: configuration, logging, NATS, signals.
+export {
+  commonEnvShape,
+  envBool,
+  envBytes,
+  envDuration,
+  envEnum,
+  envFileMode,
+  envInt,
+  envList,
+  envName,
+  envString,
+  envSubject,
+  loadConfig,
+} from "./config.js";
+export type { Env, LoadConfigOptions } from "./config.js";
+export { createLogger, silentLogger } from "./logger.js";
+export type { Logger } from "./logger.js";
+export { connectNats } from "./nats.js";
+export type { NatsConnection } from "./nats.js";
+export { provision } from "./provision.js";
+export type { ProvisionOptions } from "./provision.js";
+export { runService } from "./service.js";
+export type { ServiceContext } from "./service.js";

@@ -49,7 +49,7 @@ export function releasedMarkerKey(name: string): string {
 }
 
 /** Release checks running at once; past that, objects are left to the sweep. */
-const MAX_PENDING_RELEASES = 256;
+const MAX_PENDING_RELEASES = 4096;
 
 export type ReleaseVerdict =
   /** Every group is done and nothing pins it: remove this revision. */

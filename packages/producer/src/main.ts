@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-import { createLogger, redactConfig, runService } from "@filerelay/core";
+import { createLogger, redactConfig, runService } from "@filerelay/core/internal";
 import { loadProducerConfig } from "./config.js";
 import { runProducer } from "./producer.js";
 

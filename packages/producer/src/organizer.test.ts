@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { SinkError, withNumericSuffix, type Envelope } from "@filerelay/core";
+import { SinkError, withNumericSuffix, type Envelope } from "@filerelay/core/internal";
 import { createOrganizer, fitName, resolveInside, sanitizeComponent, type OrganizerConfig } from "./organizer.js";
 
 const now = new Date("2024-03-07T23:59:59.000Z");

@@ -1,5 +1,5 @@
 import { extname, resolve, sep } from "node:path";
-import { MAX_NAME_BYTES, SinkError, truncateUtf8, type Envelope } from "@filerelay/core";
+import { MAX_NAME_BYTES, SinkError, truncateUtf8, type Envelope } from "@filerelay/core/internal";
 import type { OrganizeBy } from "./config.js";
 import { parseTemplate, type FilenameTemplate, type TemplateValues } from "./template.js";
 

@@ -21,7 +21,7 @@ import {
   type Logger,
   type NatsConnection,
   type ProducerMetrics,
-} from "@filerelay/core";
+} from "@filerelay/core/internal";
 import type { ProducerConfig } from "./config.js";
 import { createOrganizer, type Organizer } from "./organizer.js";
 import { sinkFactories, type Sink, type SinkWriteResult } from "./sinks/index.js";

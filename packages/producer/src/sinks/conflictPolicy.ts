@@ -1,4 +1,4 @@
-import { SinkError, withNumericSuffix, type ErrorCode } from "@filerelay/core";
+import { SinkError, withNumericSuffix, type ErrorCode } from "@filerelay/core/internal";
 import type { ConflictMode } from "../config.js";
 
 /**

@@ -1,4 +1,4 @@
-import { fsyncPath } from "@filerelay/core";
+import { fsyncPath } from "@filerelay/core/internal";
 
 /** Per directory: the running fsync, and the next one (not started yet) that later callers join. */
 const dirSyncs = new Map<string, { running: Promise<void>; next: Promise<void> | undefined }>();

@@ -1,7 +1,7 @@
 import { realpathSync } from "node:fs";
 import { mkdir, realpath, rmdir } from "node:fs/promises";
 import { isAbsolute, join, relative, sep } from "node:path";
-import { errnoCode, SinkError } from "@filerelay/core";
+import { errnoCode, SinkError } from "@filerelay/core/internal";
 
 /** Output directories inside OUTPUT_DIR, created on demand and never reached through a link leading outside. */
 export interface OutputDirs {

@@ -2,7 +2,7 @@ import { createHash } from "node:crypto";
 import { createReadStream, linkSync, lstatSync, unlinkSync } from "node:fs";
 import { rename, unlink } from "node:fs/promises";
 import { pipeline } from "node:stream/promises";
-import { errnoCode, SinkError, type Envelope, type Logger } from "@filerelay/core";
+import { errnoCode, SinkError, type Envelope, type Logger } from "@filerelay/core/internal";
 import type { ConflictMode } from "../../config.js";
 import { resolveInside } from "../../organizer.js";
 import {

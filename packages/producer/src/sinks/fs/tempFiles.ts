@@ -1,7 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { readdir, stat, unlink, utimes } from "node:fs/promises";
 import { basename, join } from "node:path";
-import { errnoCode, type Logger } from "@filerelay/core";
+import { errnoCode, type Logger } from "@filerelay/core/internal";
 
 /**
  * Temp files: `.filerelay-<ce-id>.<instance>.<n>.tmp`, in the target
@@ -163,15 +163,19 @@ export function createTempFiles(options: TempFilesOptions): TempFiles {
     async sweep() {
       const { removed, later } = await removeStale(await list());
       if (removed > 0) log.info({ outputDir: root, removed }, "removed stale temp files");
-      if (later.length === 0) return;
       // Touched recently: live peers' files, or those of a writer that crashed moments ago
-      // (typically our own predecessor). Look again once a dead writer's would be stale.
-      recheckTimer = setTimeout(() => {
-        recheckTimer = undefined;
-        void removeStale(later).then(({ removed: n }) => {
-          if (n > 0) log.info({ outputDir: root, removed: n }, "removed stale temp files");
-        });
-      }, tempTtlMs + 1000).unref();
+      // (typically our own predecessor). Looked at again until the dead writers' are stale.
+      const recheck = (pending: string[], delayMs: number) => {
+        if (pending.length === 0) return;
+        recheckTimer = setTimeout(() => {
+          recheckTimer = undefined;
+          void removeStale(pending).then(({ removed: n, later: still }) => {
+            if (n > 0) log.info({ outputDir: root, removed: n }, "removed stale temp files");
+            recheck(still, options.tempTouchMs ?? DEFAULT_TEMP_TOUCH_MS);
+          });
+        }, delayMs).unref();
+      };
+      recheck(later, tempTtlMs + 1000);
     },
     close() {
       clearInterval(touchTimer);

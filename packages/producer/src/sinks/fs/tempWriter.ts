@@ -2,7 +2,7 @@ import { createHash } from "node:crypto";
 import { closeSync, constants, fchmodSync, fsync, openSync, writeSync } from "node:fs";
 import { open, type FileHandle } from "node:fs/promises";
 import { promisify } from "node:util";
-import { isVerifiedPayload, SinkError } from "@filerelay/core";
+import { isVerifiedPayload, SinkError } from "@filerelay/core/internal";
 import type { SinkWriteRequest } from "../sink.js";
 
 /** How a temp file is written: CHUNK_SIZE, FSYNC_EVERY_CHUNKS and FILE_MODE of the fs sink. */

@@ -1,4 +1,4 @@
-import { errnoCode, FilerelayError, SinkError } from "@filerelay/core";
+import { errnoCode, FilerelayError, SinkError } from "@filerelay/core/internal";
 
 /**
  * FilerelayErrors keep their code (CHECKSUM_MISMATCH, CONFLICT, payload errors…);
