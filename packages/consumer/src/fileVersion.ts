@@ -46,6 +46,14 @@ export function currentIdentity(path: string, followLink: boolean): Identity | u
   return { size: st.size, mtimeMs: st.mtimeMs, ino: st.ino, ctimeMs: st.ctimeMs };
 }
 
+/** What a failed open means: the file is gone, was replaced by a symlink (the scanner decides), or cannot be read. */
+function openFailure(err: unknown, rel: string): { kind: "vanished" } | { kind: "changed" } {
+  const code = errnoCode(err);
+  if (code === "ENOENT") return { kind: "vanished" };
+  if (code === "ELOOP") return { kind: "changed" };
+  throw new SourceError("FILE_READ_FAILED", `cannot open ${rel}`, { cause: err });
+}
+
 /** Reads exactly `size` bytes from the start, or null when the file holds a different number. */
 async function readWhole(fh: FileHandle, size: number): Promise<Buffer | null> {
   // One byte more than expected reveals a file that grew.
@@ -74,11 +82,7 @@ function readInlineSync(
   try {
     fd = openSync(path, flags);
   } catch (err) {
-    const code = errnoCode(err);
-    if (code === "ENOENT") return { kind: "vanished" };
-    // Replaced by a symlink since the scan: let the scanner decide about it.
-    if (code === "ELOOP") return { kind: "changed" };
-    throw new SourceError("FILE_READ_FAILED", `cannot open ${rel}`, { cause: err });
+    return openFailure(err, rel);
   }
   try {
     const buf = Buffer.allocUnsafe(size + 1);
@@ -169,11 +173,7 @@ export async function readVersion(
     try {
       fh = await open(path, flags);
     } catch (err) {
-      const code = errnoCode(err);
-      if (code === "ENOENT") return { kind: "vanished" };
-      // Replaced by a symlink since the scan: let the scanner decide about it.
-      if (code === "ELOOP") return { kind: "changed" };
-      throw new SourceError("FILE_READ_FAILED", `cannot open ${rel}`, { cause: err });
+      return openFailure(err, rel);
     }
     try {
       if (inline) {

@@ -6,7 +6,7 @@ import {
   connectNats,
   createLogger,
   createMetrics,
-  createPayloadJanitor,
+  startPayloadSweep,
   natsReadiness,
   provision,
   redactConfig,
@@ -61,13 +61,7 @@ async function main({ signal }: ServiceContext): Promise<void> {
       dlqLimits: { maxAgeMs: config.DLQ_MAX_AGE, maxBytes: config.DLQ_MAX_BYTES },
     });
     // Orphaned payload objects: one replica of the deployment (consumers and producers) sweeps per interval.
-    await using _sweep = createPayloadJanitor(nc, {
-      config,
-      log,
-      intervalMs: config.PAYLOAD_SWEEP_INTERVAL_MS,
-      graceMs: config.PAYLOAD_ORPHAN_GRACE_MS,
-      lease: true,
-    });
+    await using _sweep = startPayloadSweep(nc, config, log);
     // Dated folders past ARCHIVE_RETENTION_DAYS / ERROR_RETENTION_DAYS: removed at start, then hourly.
     await using _retention = startRetentionPruner({
       roots: retentionRoots([

@@ -289,3 +289,18 @@ async function acknowledgedThrough(jsm: JetStreamManager, stream: string): Promi
     return 0;
   }
 }
+
+/** The sweep as a running service starts it: every PAYLOAD_SWEEP_INTERVAL_MS, one replica of the deployment per interval. */
+export function startPayloadSweep(
+  nc: NatsConnection,
+  config: { STREAM: string; SUBJECT: string; PAYLOAD_SWEEP_INTERVAL_MS: number; PAYLOAD_ORPHAN_GRACE_MS: number },
+  log: Logger,
+): PayloadJanitor {
+  return createPayloadJanitor(nc, {
+    config,
+    log,
+    intervalMs: config.PAYLOAD_SWEEP_INTERVAL_MS,
+    graceMs: config.PAYLOAD_ORPHAN_GRACE_MS,
+    lease: true,
+  });
+}

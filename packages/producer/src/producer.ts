@@ -5,7 +5,7 @@ import {
   connectNats,
   consumeFiles,
   createMetrics,
-  createPayloadJanitor,
+  startPayloadSweep,
   describeError,
   EnvelopeError,
   FilerelayError,
@@ -247,13 +247,7 @@ export async function runProducer(config: ProducerConfig, options: RunProducerOp
   };
   await using _watch = watchNatsConnection(nc, metrics);
   // Orphaned payload objects: one replica of the deployment sweeps per interval.
-  await using _sweep = createPayloadJanitor(nc, {
-    config,
-    log,
-    intervalMs: config.PAYLOAD_SWEEP_INTERVAL_MS,
-    graceMs: config.PAYLOAD_ORPHAN_GRACE_MS,
-    lease: true,
-  });
+  await using _sweep = startPayloadSweep(nc, config, log);
   const jsm = await jetstreamManager(nc);
   metrics.trackPendingMessages(
     config.PRODUCER_GROUP,
