@@ -1,4 +1,4 @@
-import { mkdir, mkdtemp, rm } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -278,6 +278,7 @@ describe("chaos: broker, producer and consumer SIGKILLed while files flow", () =
               `  writes done ${(writeDoneMs / 1000).toFixed(0)} s, drained ${(drainedMs / 1000).toFixed(0)} s; exits ${exits.join(",")}`,
               `  producer redeliveries found already written=${redelivered}, consumer re-found published=${alreadyPublished}, retries logged=${retries}`,
               `  archive=${archived.length} consumerErrors=${consumerErrors.length} producerErrors=${producerErrors.length} dlq=${dlq.state.messages}`,
+              ...(await deadLetterReasons(dirs.producerErrors, producerErrors)),
               `  FILES stream: acknowledged messages still stored=${lingering}, after the janitor=${filesAfter}`,
               `  payload objects: stream messages before janitor=${objectsBefore}, removed=${swept.deleted} orphanChunkSets=${swept.orphanChunksPurged} referenced=${swept.referenced}, after=${objectsAfter.state.messages}`,
               ...tally.examples.map((e) => `  ${e}`),
@@ -323,3 +324,13 @@ describe("chaos: broker, producer and consumer SIGKILLed while files flow", () =
     420_000,
   );
 });
+
+/** What each dead letter in the producer's ERROR_DIR says (printed when there are any). */
+async function deadLetterReasons(root: string, files: string[]): Promise<string[]> {
+  const lines: string[] = [];
+  for (const rel of files.filter((f) => f.endsWith(".envelope.json"))) {
+    const doc = JSON.parse(await readFile(join(root, rel), "utf8")) as { code?: string; error?: string };
+    lines.push(`  dead letter ${rel}: [${doc.code}] ${doc.error}`);
+  }
+  return lines;
+}

@@ -101,8 +101,9 @@ describe("a file larger than the whole output filesystem", () => {
       for (const svc of [precheck, nocheck]) {
         await waitFor(() => outcomeLines(svc).length === 1, { message: "the small file written" });
         expect(outcomeLines(svc)[0]).toMatchObject({ fileId: small.envelope.id, outcome: "written" });
-        // Dead-lettered on its first delivery: never retried as a full disk.
-        expect(sdkLines(svc, "retry")).toEqual([]);
+        // Dead-lettered on its first delivery: never retried as a full disk. (The small file may be:
+        // while the big one's write fills the disk, the small one can meet ENOSPC and wait its turn.)
+        expect(sdkLines(svc, "retry").filter((l) => l.fileId === big.envelope.id)).toEqual([]);
       }
       // Only the small files are on the disk: no temp file left by the write that ran out of space.
       expect(await listFiles(disk)).toEqual([
