@@ -62,11 +62,13 @@ export class VersionPublisher {
   readonly #o: VersionPublisherOptions;
   readonly #js: JetStreamClient;
   readonly #leavesFiles: boolean;
+  readonly #payloadBucket: string;
 
   constructor(options: VersionPublisherOptions) {
     this.#o = options;
     this.#js = jetstream(options.nc, { timeout: PUBLISH_TIMEOUT_MS });
     this.#leavesFiles = !options.config.DELETE_AFTER_PROCESSING && !options.config.ARCHIVE_DIR;
+    this.#payloadBucket = jetstreamNames(options.config).payloadBucket;
   }
 
   /**
@@ -106,13 +108,14 @@ export class VersionPublisher {
         time: rec.detectedAt,
         mtime: new Date(identity.mtimeMs),
       };
-      // A name no sink could accept fails here, before anything is sent.
+      // A name no sink could accept fails here, before anything is sent (and an inline
+      // file's envelope is sent as built here).
       const envelope = buildEnvelope(meta, {
         size: identity.size,
         sha256: read.sha256,
         payload: read.inline
           ? { kind: "inline" }
-          : { kind: "object", bucket: jetstreamNames(config).payloadBucket, name: id },
+          : { kind: "object", bucket: this.#payloadBucket, name: id },
       });
 
       if (this.#o.stopping()) return { kind: "abandoned" };
@@ -152,7 +155,7 @@ export class VersionPublisher {
         }
         let published;
         try {
-          published = await this.#publish(read, fh, identity, meta, claim);
+          published = await this.#publish(read, fh, identity, meta, claim, envelope);
         } catch (err) {
           if (err instanceof ChangedDuringUpload) return { kind: "changed" };
           throw err;
@@ -204,15 +207,17 @@ export class VersionPublisher {
     identity: Identity,
     meta: FileMeta,
     claim: Claim,
+    envelope: Envelope,
   ) {
     const { config, claims, nc, log } = this.#o;
-    const lost = new AbortController();
+    // Only a long upload needs the claim kept alive (and a way to stop when it is lost).
+    const lost = fh ? new AbortController() : undefined;
     const refresher = fh
       ? setInterval(
           () => {
             claims.refresh(claim).then(
               (ok) => {
-                if (!ok) lost.abort(new Error("publish claim lost"));
+                if (!ok) lost?.abort(new Error("publish claim lost"));
               },
               (err: unknown) => log.debug({ err, fileId: meta.id }, "claim refresh failed"),
             );
@@ -231,7 +236,8 @@ export class VersionPublisher {
           stream: config.STREAM,
           inlineMaxBytes: config.INLINE_MAX_BYTES,
           chunkBytes: config.PAYLOAD_CHUNK_BYTES,
-          signal: AbortSignal.any([this.#o.signal, lost.signal]),
+          signal: lost ? AbortSignal.any([this.#o.signal, lost.signal]) : this.#o.signal,
+          envelope,
           beforePublish: async (envelope) => {
             if (!fh) return;
             const after = await fh.stat();
@@ -241,7 +247,7 @@ export class VersionPublisher {
       );
     } catch (err) {
       if (err instanceof ChangedDuringUpload) throw err;
-      if (lost.signal.aborted && !this.#o.signal.aborted) {
+      if (lost?.signal.aborted && !this.#o.signal.aborted) {
         throw new NetworkPhaseError("PUBLISH_FAILED", "publish claim lost during the upload", { cause: err });
       }
       // Upload failures are judged by the caller (outage or not); read errors are the file's.

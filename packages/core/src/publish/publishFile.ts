@@ -63,6 +63,12 @@ export interface PublishFileOptions {
   beforePublish?: ((envelope: Envelope) => Promise<void> | void) | undefined;
   /** Bytes uploaded so far, while an Object Store upload runs. */
   onProgress?: ((bytes: number) => void) | undefined;
+  /**
+   * The envelope, when the caller already built it with buildEnvelope() for
+   * exactly these bytes (inline: same id, size and ce-sha256): it is sent as
+   * it is, not hashed and validated a second time.
+   */
+  envelope?: Envelope | undefined;
 }
 
 export interface PublishFileResult {
@@ -134,8 +140,16 @@ export async function publishFile(
   // Bytes, or a stream that turns out to fit: inline.
   const head = body instanceof Uint8Array ? { bytes: body, rest: undefined } : await readUpTo(body, inlineMax + 1);
   if (head.rest === undefined && head.bytes.length <= inlineMax) {
-    const sha256 = createHash("sha256").update(head.bytes).digest("hex");
-    const envelope = buildEnvelope(withId, { size: head.bytes.length, sha256, payload: { kind: "inline" } });
+    const built = options.envelope;
+    const envelope =
+      built?.payload.kind === "inline" && built.id === id && built.size === head.bytes.length && built.sha256 !== ""
+        ? built
+        : buildEnvelope(withId, {
+            size: head.bytes.length,
+            sha256: createHash("sha256").update(head.bytes).digest("hex"),
+            payload: { kind: "inline" },
+          });
+    const sha256 = envelope.sha256;
     const ack = await js.publish(to, head.bytes, { msgID: id, headers: envelopeToHeaders(envelope) });
     return { id, sha256, size: envelope.size, seq: ack.seq, duplicate: ack.duplicate, envelope };
   }
