@@ -113,9 +113,7 @@ export class VersionPublisher {
       const envelope = buildEnvelope(meta, {
         size: identity.size,
         sha256: read.sha256,
-        payload: read.inline
-          ? { kind: "inline" }
-          : { kind: "object", bucket: this.#payloadBucket, name: id },
+        payload: read.inline ? { kind: "inline" } : { kind: "object", bucket: this.#payloadBucket, name: id },
       });
 
       if (this.#o.stopping()) return { kind: "abandoned" };
