@@ -116,7 +116,9 @@ const todayKeyDir = (d = new Date()) =>
 async function expectLandedOnce(s3: S3Server, files: InputFile[]): Promise<void> {
   const keys = await s3.listKeys(PREFIX);
   expect(keys).toHaveLength(files.length);
-  const keyPattern = new RegExp(`^${PREFIX}${todayKeyDir()}/it-[0-9a-f-]{36}\\.bin$`);
+  // Dates are UTC at write time: a run that crosses midnight writes under either day.
+  const days = [todayKeyDir(new Date(Date.now() - 3_600_000)), todayKeyDir()].join("|");
+  const keyPattern = new RegExp(`^${PREFIX}(${days})/it-[0-9a-f-]{36}\\.bin$`);
   const byName = new Map(files.map((f) => [f.rel.split("/").pop() ?? f.rel, f]));
   const seen = new Set<string>();
   for (const key of keys) {
