@@ -13,6 +13,7 @@ import {
   sha256File,
   startNats,
   startService,
+  tmpfsMountWorks,
   waitFor,
   walkFiles,
   writeSeededFile,
@@ -61,19 +62,7 @@ async function tryMountTmpfs(dir: string, size: string): Promise<boolean> {
   }
 }
 
-const mountWorks = await (async () => {
-  if (process.platform !== "linux") return false;
-  const probe = await mkdtemp(join(tmpdir(), "disk-full-probe-"));
-  try {
-    await run("mount", ["-t", "tmpfs", "-o", "size=1m", "tmpfs", probe]);
-    await run("umount", [probe]);
-    return true;
-  } catch {
-    return false;
-  } finally {
-    await rm(probe, { recursive: true, force: true });
-  }
-})();
+const mountWorks = await tmpfsMountWorks();
 
 /** Seeded input files, written before the services start: rel → sha256. */
 async function dropFiles(input: string, seed: number, n: number, min: number, max: number) {

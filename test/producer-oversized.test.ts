@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { startNats, startService, waitFor } from "./support/index.js";
+import { startNats, startService, tmpfsMountWorks, waitFor } from "./support/index.js";
 import {
   createPublisher,
   listFiles,
@@ -27,19 +27,7 @@ const run = promisify(execFile);
 const KiB = 1024;
 const external = !!process.env.FILERELAY_TEST_NATS_URL || process.env.FILERELAY_TEST_DOCKER === "1";
 
-const mountWorks = await (async () => {
-  if (process.platform !== "linux" || external) return false;
-  const probe = await mkdtemp(join(tmpdir(), "oversized-probe-"));
-  try {
-    await run("mount", ["-t", "tmpfs", "-o", "size=1m", "tmpfs", probe]);
-    await run("umount", [probe]);
-    return true;
-  } catch {
-    return false;
-  } finally {
-    await rm(probe, { recursive: true, force: true });
-  }
-})();
+const mountWorks = !external && (await tmpfsMountWorks());
 
 let root: string;
 let mounted: string | undefined;

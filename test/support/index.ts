@@ -6,3 +6,4 @@ export * from "./service.js";
 export * from "./s3.js";
 export * from "./chaos.js";
 export * from "./tls.js";
+export * from "./tmpfs.js";

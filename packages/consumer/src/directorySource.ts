@@ -23,7 +23,7 @@ import { ClaimStore } from "./claimStore.js";
 import type { ConsumerConfig } from "./config.js";
 import { DirectoryScanner, realPathOf } from "./directoryScanner.js";
 import { Discovery } from "./discovery.js";
-import { FileDisposition } from "./disposition.js";
+import { dispositionStrategy, FileDisposition } from "./disposition.js";
 import { currentIdentity, readVersion, type Identity } from "./fileVersion.js";
 import { FileSchedule } from "./fileSchedule.js";
 import { FingerprintStore } from "./fingerprintStore.js";
@@ -120,7 +120,7 @@ export class DirectorySource implements AsyncDisposable {
   ) {
     const { config } = options;
     this.#config = config;
-    this.#leavesFiles = !config.DELETE_AFTER_PROCESSING && !config.ARCHIVE_DIR;
+    this.#leavesFiles = dispositionStrategy(config) === "leave";
     this.#nc = options.nc;
     this.#log = options.log;
     this.#metrics = options.metrics;

@@ -15,7 +15,7 @@ import {
 } from "@filerelay/core/internal";
 import type { Claim, ClaimStore } from "./claimStore.js";
 import type { ConsumerConfig } from "./config.js";
-import type { DisposeResult } from "./disposition.js";
+import { dispositionStrategy, type DisposeResult } from "./disposition.js";
 import { readChunks, sameContent, type Identity, type ReadVersion } from "./fileVersion.js";
 import type { FingerprintStore } from "./fingerprintStore.js";
 import type { TrackedFile } from "./trackedFile.js";
@@ -67,7 +67,7 @@ export class VersionPublisher {
   constructor(options: VersionPublisherOptions) {
     this.#o = options;
     this.#js = jetstream(options.nc, { timeout: PUBLISH_TIMEOUT_MS });
-    this.#leavesFiles = !options.config.DELETE_AFTER_PROCESSING && !options.config.ARCHIVE_DIR;
+    this.#leavesFiles = dispositionStrategy(options.config) === "leave";
     this.#payloadBucket = jetstreamNames(options.config).payloadBucket;
   }
 
