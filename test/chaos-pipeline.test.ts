@@ -2,10 +2,10 @@ import { mkdir, mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import { jetstreamManager } from "@nats-io/jetstream";
+import { AckPolicy, jetstreamManager } from "@nats-io/jetstream";
 import { connect } from "@nats-io/transport-node";
 import { describe, expect, it } from "vitest";
-import { createPayloadJanitor, silentLogger } from "@filerelay/core/internal";
+import { createPayloadJanitor, openStatusLedger, silentLogger } from "@filerelay/core/internal";
 import {
   randInt,
   readOutputTree,
@@ -265,6 +265,19 @@ describe("chaos: broker, producer and consumer SIGKILLed while files flow", () =
           const objectsAfter = await jsm.streams.info(objStream);
           const filesAfter = (await jsm.streams.info("FILES")).state.messages;
 
+          // The ledger: every file delivered, with exactly one delivered entry for the group.
+          const ledger = await openStatusLedger(nc, { by: "test", provision: false });
+          const records = await ledger.list({ source: "chaos", limit: 10 * FILES });
+          await ledger.close();
+          const deliveredEntries = await jsm.consumers.add("FILES_STATUS", {
+            filter_subject: "filerelay.status.FILES.*.g-file-producers.delivered.>",
+            ack_policy: AckPolicy.None,
+            mem_storage: true,
+            inactive_threshold: 30_000_000_000,
+          });
+          const ledgerStates = new Map<string, number>();
+          for (const r of records) ledgerStates.set(r.state, (ledgerStates.get(r.state) ?? 0) + 1);
+
           const classes = { zero: 0, small: 0, large: 0 };
           for (const f of files) classes[f.cls]++;
           const logs = [...services].flatMap((s) => s.logs());
@@ -280,6 +293,7 @@ describe("chaos: broker, producer and consumer SIGKILLed while files flow", () =
               `  archive=${archived.length} consumerErrors=${consumerErrors.length} producerErrors=${producerErrors.length} dlq=${dlq.state.messages}`,
               ...(await deadLetterReasons(dirs.producerErrors, producerErrors)),
               `  FILES stream: acknowledged messages still stored=${lingering}, after the janitor=${filesAfter}`,
+              `  ledger: ${[...ledgerStates].map(([k, v]) => `${k}=${v}`).join(" ")}, delivered entries of file-producers=${deliveredEntries.num_pending}`,
               `  payload objects: stream messages before janitor=${objectsBefore}, removed=${swept.deleted} orphanChunkSets=${swept.orphanChunksPurged} referenced=${swept.referenced}, after=${objectsAfter.state.messages}`,
               ...tally.examples.map((e) => `  ${e}`),
             ].join("\n"),
@@ -311,6 +325,9 @@ describe("chaos: broker, producer and consumer SIGKILLed while files flow", () =
           expect(swept.referenced).toBe(0);
           expect(objectsAfter.state.messages).toBe(0);
           expect(filesAfter).toBe(0);
+          expect(Object.fromEntries(ledgerStates)).toEqual({ delivered: FILES });
+          expect(new Set(records.map((r) => r.id)).size).toBe(FILES);
+          expect(deliveredEntries.num_pending).toBe(FILES);
           expect(counts).toEqual({ broker: 3, producer: 3, consumer: 3 });
           expect(exits).toEqual([0, 0, 0]);
         } finally {

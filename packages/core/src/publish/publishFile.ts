@@ -160,7 +160,7 @@ export async function publishFile(
           });
     const sha256 = envelope.sha256;
     const ack = await js.publish(to, head.bytes, { msgID: id, headers: envelopeToHeaders(envelope) });
-    await options.status?.noteSource(envelope, "published", { detectedAt: meta.time });
+    await options.status?.noteSource(envelope, "published", { detectedAt: envelope.time });
     return { id, sha256, size: envelope.size, seq: ack.seq, duplicate: ack.duplicate, envelope };
   }
 
@@ -184,7 +184,7 @@ export async function publishFile(
         parentId: meta.extensions?.parentid ?? null,
       },
       "received",
-      { detectedAt: meta.time },
+      { detectedAt: meta.time ?? new Date() },
     ));
   const onProgress =
     status || options.onProgress
@@ -209,7 +209,7 @@ export async function publishFile(
     throw err;
   }
   const ack = await js.publish(to, new Uint8Array(0), { msgID: id, headers: envelopeToHeaders(envelope) });
-  await status?.noteSource(envelope, "published", { detectedAt: meta.time, supersede: received });
+  await status?.noteSource(envelope, "published", { detectedAt: envelope.time, supersede: received });
   return { id, sha256: put.sha256, size: put.size, seq: ack.seq, duplicate: ack.duplicate, envelope };
 }
 
