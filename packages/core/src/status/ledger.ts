@@ -36,6 +36,8 @@ const NS_PER_MS = 1_000_000;
 /** Byte progress of one file is published at most this often (about 4 a second). */
 export const PROGRESS_INTERVAL_MS = 250;
 const WRITE_TIMEOUT_MS = 5000;
+/** Files whose last progress time is remembered at once (for the throttle). */
+const MAX_PROGRESS_TRACKED = 10_000;
 const SCAN_BATCH = 1000;
 const SCAN_STALL_MS = 10_000;
 /** After finding no ledger stream, writes are skipped this long before trying again. */
@@ -234,7 +236,11 @@ export class StatusLedger {
     const done = total !== null && bytes >= total;
     if (!done && last !== undefined && now - last < PROGRESS_INTERVAL_MS) return;
     if (done) this.#lastProgress.delete(id);
-    else this.#lastProgress.set(id, now);
+    else {
+      // Transfers that never finish (an abandoned upload) must not pile up here.
+      if (this.#lastProgress.size >= MAX_PROGRESS_TRACKED) this.#lastProgress.clear();
+      this.#lastProgress.set(id, now);
+    }
     const update = { id, bytes, total, by: this.#by, ...(group ? { group } : {}), at: new Date(now).toISOString() };
     try {
       this.#nc.publish(`${this.names.progressPrefix}.${id}`, JSON.stringify(update));
@@ -245,9 +251,14 @@ export class StatusLedger {
 
   /** One record, with its derived children; undefined when the ledger has none (never seen, or expired). */
   async get(id: string): Promise<FileRecord | undefined> {
+    return this.#record(id, true);
+  }
+
+  async #record(id: string, withChildren: boolean): Promise<FileRecord | undefined> {
     const [entries, children] = await Promise.all([
       this.#scan(entryFilterSubject(this.names.statusPrefix, { id })),
-      this.#scan(entryFilterSubject(this.names.statusPrefix, { who: SOURCE_WHO, parent: id })),
+      // Children are found by a filter on a late token: the broker checks every entry's subject.
+      withChildren ? this.#scan(entryFilterSubject(this.names.statusPrefix, { who: SOURCE_WHO, parent: id })) : [],
     ]);
     const childIds = [...new Set(children.map((e) => e.id))];
     return foldRecord(entries, this.#groups, childIds);
@@ -288,10 +299,11 @@ export class StatusLedger {
     records = records.slice(0, limit);
     if (byState) {
       // The entries that found them are one group's (or the source's): complete the records.
-      records = await mapConcurrent(records, LIST_FETCH_CONCURRENCY, async (r) => {
-        const full = await this.get(r.id);
-        return full ? { ...full, children: [] } : r;
-      });
+      records = await mapConcurrent(
+        records,
+        LIST_FETCH_CONCURRENCY,
+        async (r) => (await this.#record(r.id, false)) ?? r,
+      );
     }
     return records;
   }
