@@ -202,3 +202,9 @@ export function sampleRss(pid: number): { max(): number; stop(): void } {
 }
 
 export { startService, waitFor };
+
+/** Files that have landed under `dir` (the producer's in-progress temp files excluded). */
+export async function landed(dir: string): Promise<{ rel: string; sha256: string; size: number }[]> {
+  const { treeHashes } = await import("./support/pipeline.js");
+  return (await treeHashes(dir)).filter((f) => !/(^|\/)\.filerelay-[^/]*\.tmp$/.test(f.rel));
+}

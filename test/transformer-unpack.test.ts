@@ -6,6 +6,7 @@ import { dirname, join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { startNats, startService, waitFor } from "./support/index.js";
 import { treeHashes } from "./support/pipeline.js";
+import { landed } from "./transformer-support.js";
 import { chainConsumerEnv, mirrorProducerEnv, transformerEnv, transformerReady } from "./transformer-support.js";
 
 // consumer → transformer (unpack) → producer (SUBJECT=files.processed), as built services.
@@ -71,11 +72,11 @@ describe("transformer: unpack end to end", () => {
 
     const expected = await treeHashes(ref);
     expect(expected.length).toBe(15);
-    await waitFor(async () => (await treeHashes(out)).length >= expected.length, {
+    await waitFor(async () => (await landed(out)).length >= expected.length, {
       timeoutMs: 120_000,
       message: `${expected.length} entries landed`,
     });
-    expect(await treeHashes(out)).toEqual(expected);
+    expect(await landed(out)).toEqual(expected);
     // Log lines reach us a little after the files (buffered logging).
     const written = await waitFor(
       () => {

@@ -26,7 +26,7 @@ export interface ExtractTally {
 
 /** Why the archive is refused, or undefined while it is within its limits. */
 export function limitExceeded(t: ExtractTally, limits: ExtractLimits): string | undefined {
-  if (t.files > limits.maxFiles) return `more than EXTRACT_MAX_FILES (${limits.maxFiles}) entries`;
+  if (t.files > limits.maxFiles) return `has more than EXTRACT_MAX_FILES (${limits.maxFiles}) entries`;
   if (t.bytes > limits.maxBytes) {
     return `expands to more than EXTRACT_MAX_BYTES (${limits.maxBytes}) bytes`;
   }
