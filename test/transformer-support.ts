@@ -1,5 +1,7 @@
 import { createWriteStream } from "node:fs";
-import { readFile } from "node:fs/promises";
+import { createHash } from "node:crypto";
+import { readdir, readFile } from "node:fs/promises";
+import { join } from "node:path";
 import { pipeline } from "node:stream/promises";
 import { crc32, createGzip, deflateRawSync } from "node:zlib";
 import { pack as tarPack } from "tar-stream";
@@ -203,8 +205,15 @@ export function sampleRss(pid: number): { max(): number; stop(): void } {
 
 export { startService, waitFor };
 
-/** Files that have landed under `dir` (the producer's in-progress temp files excluded). */
+/** Files that have landed under `dir` (the producer's in-progress temp files excluded), with their SHA-256. */
 export async function landed(dir: string): Promise<{ rel: string; sha256: string; size: number }[]> {
-  const { treeHashes } = await import("./support/pipeline.js");
-  return (await treeHashes(dir)).filter((f) => !/(^|\/)\.filerelay-[^/]*\.tmp$/.test(f.rel));
+  const entries = await readdir(dir, { recursive: true, withFileTypes: true }).catch(() => []);
+  const out: { rel: string; sha256: string; size: number }[] = [];
+  for (const e of entries) {
+    if (!e.isFile() || /^\.filerelay-.*\.tmp$/.test(e.name)) continue;
+    const p = join(e.parentPath, e.name);
+    const data = await readFile(p).catch(() => undefined);
+    if (data) out.push({ rel: p.slice(dir.length + 1), sha256: createHash("sha256").update(data).digest("hex"), size: data.length });
+  }
+  return out.sort((a, b) => (a.rel < b.rel ? -1 : a.rel > b.rel ? 1 : 0));
 }
