@@ -1,4 +1,3 @@
-import { tmpdir } from "node:os";
 import { z } from "zod";
 import {
   commonEnvShape,
@@ -87,8 +86,8 @@ export const transformerEnvShape = {
   ).default("256MB"),
   CONVERT_THREADS: envInt("DuckDB threads per conversion", { min: 1, max: 64 }).default(2),
   TRANSFORM_TMP_DIR: envString(
-    "Scratch space for archives (zip needs random access), conversions and DuckDB's spill files",
-  ).default(tmpdir()),
+    "Scratch space for archives (zip needs random access), conversions and DuckDB's spill files (unset = the system temp dir)",
+  ).optional(),
   INLINE_MAX_BYTES: envBytes("Largest derived file sent in the message body; larger ones go to the Object Store", {
     max: 1024 * 1024,
   }).default(262_144),

@@ -1,4 +1,5 @@
 import { mkdir } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import {
   connectNats,
@@ -44,7 +45,7 @@ export function buildSteps(config: TransformerConfig): Step[] {
           compression: config.PARQUET_COMPRESSION,
           memoryLimit: config.CONVERT_MEMORY_LIMIT,
           threads: config.CONVERT_THREADS,
-          tmpDir: config.TRANSFORM_TMP_DIR,
+          tmpDir: config.TRANSFORM_TMP_DIR ?? tmpdir(),
           keepOriginal: config.KEEP_ORIGINAL,
         }),
   );
@@ -60,8 +61,9 @@ export function buildSteps(config: TransformerConfig): Step[] {
  */
 export async function runTransformer(config: TransformerConfig, options: RunTransformerOptions): Promise<void> {
   const { log, signal } = options;
-  await mkdir(config.TRANSFORM_TMP_DIR, { recursive: true });
-  const stale = await removeStaleScratch(config.TRANSFORM_TMP_DIR);
+  const tmpDir = config.TRANSFORM_TMP_DIR ?? tmpdir();
+  await mkdir(tmpDir, { recursive: true });
+  const stale = await removeStaleScratch(tmpDir);
   if (stale.length > 0) log.info({ removed: stale.length }, "removed scratch directories of crashed processes");
 
   await using metrics = createTransformerMetrics();
@@ -118,7 +120,7 @@ export async function runTransformer(config: TransformerConfig, options: RunTran
     outputSubject: config.OUTPUT_SUBJECT,
     stream: config.STREAM,
     inlineMaxBytes: config.INLINE_MAX_BYTES,
-    tmpDir: config.TRANSFORM_TMP_DIR,
+    tmpDir,
     // A pass-through references the consumed file's object: pinned, so the
     // fast release at the input side's last ack leaves it to the sweep, which
     // keeps it while any envelope (this one on OUTPUT_SUBJECT) names it.
