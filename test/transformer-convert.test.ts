@@ -5,13 +5,13 @@ import { join } from "node:path";
 import { DuckDBInstance } from "@duckdb/node-api";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { startNats, startService, waitFor } from "./support/index.js";
-import { treeHashes } from "./support/pipeline.js";
 import { landed } from "./transformer-support.js";
 import {
   chainConsumerEnv,
   handled,
   mirrorProducerEnv,
   transformerEnv,
+  startTransformer,
   transformerReady,
 } from "./transformer-support.js";
 
@@ -33,7 +33,7 @@ async function writeCsv(path: string, bytes: number): Promise<number> {
   let rows = 0;
   while (size < bytes) {
     const line = `${rows},name-${rows % 977},${(rows * 1.25).toFixed(2)},2024-01-${String((rows % 28) + 1).padStart(2, "0")} 10:00:00,${rows % 2 === 0}\n`;
-    if (!out.write(line)) await new Promise((r) => out.once("drain", r));
+    if (!out.write(line)) await new Promise<void>((r) => out.once("drain", () => r()));
     size += line.length;
     rows++;
   }
@@ -71,13 +71,16 @@ describe("transformer: convert end to end", () => {
 
     const out = join(root, "out");
     await mkdir(join(root, "input"), { recursive: true });
-    await using transformer = startService("transformer", transformerEnv(nats.url, root, { TRANSFORMS: "unpack,convert" }));
+    await using transformer = startTransformer(transformerEnv(nats.url, root, { TRANSFORMS: "unpack,convert" }));
     await transformerReady(transformer);
     await using consumer = startService("consumer", chainConsumerEnv(nats.url, root));
     await using producer = startService("producer", mirrorProducerEnv(nats.url, out));
     for (const name of ["sales.csv", "events.jsonl", "broken.json"]) {
       await rm(join(root, "input", name), { force: true });
-      await writeFile(join(root, "input", name), await import("node:fs/promises").then((fs) => fs.readFile(join(staging, name))));
+      await writeFile(
+        join(root, "input", name),
+        await import("node:fs/promises").then((fs) => fs.readFile(join(staging, name))),
+      );
     }
 
     await waitFor(async () => (await landed(out)).length >= 4, { timeoutMs: 180_000, message: "4 files landed" });
@@ -106,15 +109,16 @@ describe("transformer: convert end to end", () => {
     await using nats = await startNats();
     const out = join(root, "out");
     await mkdir(join(root, "input"), { recursive: true });
-    await using transformer = startService(
-      "transformer",
+    await using transformer = startTransformer(
       transformerEnv(nats.url, root, { TRANSFORMS: "convert", PARQUET_COMPRESSION: "snappy", KEEP_ORIGINAL: "false" }),
     );
     await transformerReady(transformer);
     await using consumer = startService("consumer", chainConsumerEnv(nats.url, root));
     await using producer = startService("producer", mirrorProducerEnv(nats.url, out));
     const rows = await writeCsv(join(root, "staged.csv"), 2 * 1024 * 1024);
-    await import("node:fs/promises").then((fs) => fs.rename(join(root, "staged.csv"), join(root, "input", "q.tsv.csv")));
+    await import("node:fs/promises").then((fs) =>
+      fs.rename(join(root, "staged.csv"), join(root, "input", "q.tsv.csv")),
+    );
 
     await waitFor(async () => (await landed(out)).length >= 1, { timeoutMs: 120_000, message: "the Parquet landed" });
     expect((await landed(out)).map((f) => f.rel)).toEqual(["q.tsv.parquet"]);

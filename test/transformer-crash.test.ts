@@ -8,6 +8,7 @@ import {
   landed,
   mirrorProducerEnv,
   transformerEnv,
+  startTransformer,
   transformerReady,
   writeTar,
 } from "./transformer-support.js";
@@ -40,7 +41,7 @@ describe("transformer: crash mid-archive", () => {
       true,
     );
     const tenv = transformerEnv(nats.url, root, { TRANSFORMS: "unpack", KEEP_ORIGINAL: "false", ACK_WAIT_MS: "3000" });
-    const first = startService("transformer", tenv);
+    const first = startTransformer(tenv);
     await transformerReady(first);
     await using consumer = startService("consumer", chainConsumerEnv(nats.url, root));
     await using producer = startService("producer", mirrorProducerEnv(nats.url, out));
@@ -52,7 +53,7 @@ describe("transformer: crash mid-archive", () => {
     const before = (await landed(out)).length;
     expect(before, "killed before the end of the archive").toBeLessThan(n);
 
-    await using second = startService("transformer", tenv);
+    await using second = startTransformer(tenv);
     await transformerReady(second);
     await waitFor(async () => (await landed(out)).length >= n, { timeoutMs: 180_000, message: `${n} entries landed` });
     await waitFor(() => second.logs().some((l) => l.msg === "file handled" && l.path === "big.tar.gz"), {

@@ -15,6 +15,7 @@ import {
   mirrorProducerEnv,
   sampleRss,
   transformerEnv,
+  startTransformer,
   transformerReady,
   writeTar,
 } from "./transformer-support.js";
@@ -41,8 +42,16 @@ describe("transformer: hostile archives", () => {
     const absTarget = join(root, "abs-target.txt");
     const ok = (name: string) => ({ name, content: Buffer.from(`${name}\n`) });
 
-    await writeTar(join(staging, "dotdot.tar.gz"), [ok("fine.txt"), { name: `../${escapeName}`, content: Buffer.from("x") }], true);
-    await writeTar(join(staging, "absolute.tar"), [ok("fine.txt"), { name: absTarget, content: Buffer.from("x") }], false);
+    await writeTar(
+      join(staging, "dotdot.tar.gz"),
+      [ok("fine.txt"), { name: `../${escapeName}`, content: Buffer.from("x") }],
+      true,
+    );
+    await writeTar(
+      join(staging, "absolute.tar"),
+      [ok("fine.txt"), { name: absTarget, content: Buffer.from("x") }],
+      false,
+    );
     await writeTar(
       join(staging, "symlink.tar.gz"),
       [ok("fine.txt"), { name: "link", type: "symlink", linkname: "/etc/passwd" }],
@@ -50,11 +59,17 @@ describe("transformer: hostile archives", () => {
     );
     await writeFile(
       join(staging, "symlink.zip"),
-      buildZip([{ name: "fine.txt", content: Buffer.from("ok") }, { name: "link", content: Buffer.from("/etc/passwd"), stored: true, mode: 0o120777 }]),
+      buildZip([
+        { name: "fine.txt", content: Buffer.from("ok") },
+        { name: "link", content: Buffer.from("/etc/passwd"), stored: true, mode: 0o120777 },
+      ]),
     );
     await writeFile(
       join(staging, "dotdot.zip"),
-      buildZip([{ name: "fine.txt", content: Buffer.from("ok") }, { name: `..\\${escapeName}`, content: Buffer.from("x") }]),
+      buildZip([
+        { name: "fine.txt", content: Buffer.from("ok") },
+        { name: `..\\${escapeName}`, content: Buffer.from("x") },
+      ]),
     );
     // The bomb: a zip of a few KiB holding a zip whose 160 entries share one
     // 64 MiB run of zeros: 10 GiB when inflated.
@@ -79,7 +94,10 @@ describe("transformer: hostile archives", () => {
     await mkdir(src, { recursive: true });
     for (let i = 0; i < 20; i++) await writeFile(join(src, `f${i}.txt`), `${i}\n`.repeat(20_000 + i));
     execFileSync("tar", ["-czf", join(staging, "truncated.tar.gz"), "-C", src, "."]);
-    await truncate(join(staging, "truncated.tar.gz"), Math.floor((await stat(join(staging, "truncated.tar.gz"))).size / 2));
+    await truncate(
+      join(staging, "truncated.tar.gz"),
+      Math.floor((await stat(join(staging, "truncated.tar.gz"))).size / 2),
+    );
     // And one good archive: the service keeps working.
     await writeTar(join(staging, "good.tar.gz"), [ok("a/one.txt"), ok("two.txt")], true);
 
@@ -97,8 +115,7 @@ describe("transformer: hostile archives", () => {
     await using nats = await startNats();
     const out = join(root, "out");
     await mkdir(join(root, "input"), { recursive: true });
-    await using transformer = startService(
-      "transformer",
+    await using transformer = startTransformer(
       transformerEnv(nats.url, root, { TRANSFORMS: "unpack", KEEP_ORIGINAL: "false", CONCURRENCY: "2" }),
     );
     await transformerReady(transformer);
@@ -130,7 +147,14 @@ describe("transformer: hostile archives", () => {
     await waitFor(async () => (await landed(out)).length >= 2, { timeoutMs: 60_000, message: "good archive landed" });
     expect((await landed(out)).map((f) => f.rel)).toEqual(["good.tar.gz/a/one.txt", "good.tar.gz/two.txt"]);
     expect(existsSync(absTarget)).toBe(false);
-    for (const dir of [root, join(root, ".."), out, join(out, ".."), join(root, "scratch"), join(root, "scratch", "..")]) {
+    for (const dir of [
+      root,
+      join(root, ".."),
+      out,
+      join(out, ".."),
+      join(root, "scratch"),
+      join(root, "scratch", ".."),
+    ]) {
       expect(existsSync(join(dir, escapeName)), `${escapeName} in ${dir}`).toBe(false);
     }
     // The dead letters are on record with their reasons (ERROR_DIR copies of the envelopes).
@@ -145,7 +169,9 @@ describe("transformer: hostile archives", () => {
     expect(await treeHashes(join(root, "scratch"))).toEqual([]);
 
     console.log(`transformer RSS peak ${Math.round(rss.max() / MiB)} MiB`, reasons);
-    expect(rss.max(), `transformer RSS peaked at ${Math.round(rss.max() / MiB)} MiB`).toBeLessThanOrEqual(250 * 1000 * 1000);
+    expect(rss.max(), `transformer RSS peaked at ${Math.round(rss.max() / MiB)} MiB`).toBeLessThanOrEqual(
+      250 * 1000 * 1000,
+    );
     expect(rss.max()).toBeGreaterThan(0);
     expect(await transformer.stop()).toBe(0);
     expect(await producer.stop()).toBe(0);

@@ -5,7 +5,8 @@ import { join } from "node:path";
 import { pipeline } from "node:stream/promises";
 import { crc32, createGzip, deflateRawSync } from "node:zlib";
 import { pack as tarPack } from "tar-stream";
-import { startService, waitFor, type LogLine, type RunningService } from "./support/index.js";
+import { fileURLToPath } from "node:url";
+import { startNodeProcess, startService, waitFor, type LogLine, type RunningService } from "./support/index.js";
 
 /**
  * Helpers of the transformer suites: archives with exactly the entries a
@@ -37,9 +38,9 @@ export async function writeTar(path: string, entries: Iterable<TarEntrySpec>, gz
         ...(e.linkname ? { linkname: e.linkname } : {}),
         ...(type === "file" ? { size: e.content?.length ?? 0 } : {}),
       };
-      pack.entry(header, type === "file" ? (e.content ?? Buffer.alloc(0)) : undefined, (err) =>
-        err ? reject(err) : resolve(),
-      );
+      const done = (err?: Error | null) => (err ? reject(err) : resolve());
+      if (type === "file") pack.entry(header, e.content ?? Buffer.alloc(0), done);
+      else pack.entry(header, done);
     });
   }
   pack.finalize();
@@ -68,12 +69,11 @@ export function buildZip(entries: readonly ZipEntrySpec[]): Buffer {
   let offset = 0;
   entries.forEach((e, i) => {
     const name = Buffer.from(e.name, "utf8");
-    let data: Buffer;
+    let data: Buffer | undefined;
     let meta: { crc: number; csize: number; usize: number; method: number };
     if (e.sameDataAs !== undefined) {
       meta = metas[e.sameDataAs]!;
       offsets.push(offsets[e.sameDataAs]!);
-      data = Buffer.alloc(0);
     } else {
       if (e.raw) {
         data = e.raw.data;
@@ -178,12 +178,20 @@ export function mirrorProducerEnv(natsUrl: string, out: string, extra: Record<st
   };
 }
 
-export const transformerReady = (svc: RunningService, timeoutMs = 30_000): Promise<LogLine> =>
+/** The built transformer (`pnpm build` first) as a process, like startService() for the other services. */
+export function startTransformer(env: Record<string, string | undefined>): RunningService<"transformer"> {
+  const entry = fileURLToPath(new URL("../packages/transformer/dist/main.js", import.meta.url));
+  return startNodeProcess("transformer", entry, { HTTP_PORT: "0", LOG_LEVEL: "debug", ...env });
+}
+
+export const transformerReady = (svc: RunningService<"transformer">, timeoutMs = 30_000): Promise<LogLine> =>
   svc.waitForLog((l) => l.msg === "transformer started", timeoutMs, "the transformer to start");
 
 /** The transformer's settled files: acked ("file handled") and dead-lettered lines of the SDK. */
-export function handled(svc: RunningService, outcome: "acked" | "dead-lettered"): LogLine[] {
-  return svc.logs().filter((l) => l.outcome === outcome && (l.msg === "file handled" || l.msg === "file dead-lettered"));
+export function handled(svc: RunningService<"transformer">, outcome: "acked" | "dead-lettered"): LogLine[] {
+  return svc
+    .logs()
+    .filter((l) => l.outcome === outcome && (l.msg === "file handled" || l.msg === "file dead-lettered"));
 }
 
 /** Samples a process's resident set size (VmRSS) every 100 ms; `max()` in bytes. */
@@ -213,7 +221,12 @@ export async function landed(dir: string): Promise<{ rel: string; sha256: string
     if (!e.isFile() || /^\.filerelay-.*\.tmp$/.test(e.name)) continue;
     const p = join(e.parentPath, e.name);
     const data = await readFile(p).catch(() => undefined);
-    if (data) out.push({ rel: p.slice(dir.length + 1), sha256: createHash("sha256").update(data).digest("hex"), size: data.length });
+    if (data)
+      out.push({
+        rel: p.slice(dir.length + 1),
+        sha256: createHash("sha256").update(data).digest("hex"),
+        size: data.length,
+      });
   }
   return out.sort((a, b) => (a.rel < b.rel ? -1 : a.rel > b.rel ? 1 : 0));
 }

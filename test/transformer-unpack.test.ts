@@ -7,7 +7,13 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { startNats, startService, waitFor } from "./support/index.js";
 import { treeHashes } from "./support/pipeline.js";
 import { landed } from "./transformer-support.js";
-import { chainConsumerEnv, mirrorProducerEnv, transformerEnv, transformerReady } from "./transformer-support.js";
+import {
+  chainConsumerEnv,
+  mirrorProducerEnv,
+  transformerEnv,
+  startTransformer,
+  transformerReady,
+} from "./transformer-support.js";
 
 // consumer → transformer (unpack) → producer (SUBJECT=files.processed), as built services.
 
@@ -55,12 +61,14 @@ describe("transformer: unpack end to end", () => {
     await mkdir(join(ref, "data.csv.gz"), { recursive: true });
     execFileSync("tar", ["-xzf", join(staging, "bundle.tar.gz"), "-C", join(ref, "bundle.tar.gz")]);
     execFileSync("unzip", ["-q", join(staging, "bundle.zip"), "-d", join(ref, "bundle.zip")]);
-    execFileSync("sh", ["-c", `gunzip -c "${join(staging, "data.csv.gz")}" > "${join(ref, "data.csv.gz", "data.csv")}"`]);
+    execFileSync("sh", [
+      "-c",
+      `gunzip -c "${join(staging, "data.csv.gz")}" > "${join(ref, "data.csv.gz", "data.csv")}"`,
+    ]);
 
     const out = join(root, "out");
     await mkdir(join(root, "input"), { recursive: true });
-    await using transformer = startService(
-      "transformer",
+    await using transformer = startTransformer(
       transformerEnv(nats.url, root, { TRANSFORMS: "unpack", KEEP_ORIGINAL: "false" }),
     );
     await transformerReady(transformer);

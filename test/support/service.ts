@@ -3,7 +3,7 @@ import { fileURLToPath } from "node:url";
 import { guardChild, waitForExit } from "./processes.js";
 import { waitFor } from "./wait.js";
 
-export type ServiceName = "consumer" | "producer" | "transformer";
+export type ServiceName = "consumer" | "producer";
 
 export const repoRoot = fileURLToPath(new URL("../../", import.meta.url));
 

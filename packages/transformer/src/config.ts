@@ -30,18 +30,23 @@ function envChoice<const T extends readonly [string, ...string[]]>(values: T, de
 
 /** A comma list of step names, each known, none twice. */
 function envSteps(description: string) {
-  return envList(description).transform((steps, ctx) => {
-    const out: StepName[] = [];
-    for (const raw of steps) {
-      const step = raw.toLowerCase();
-      if (!(STEP_NAMES as readonly string[]).includes(step)) {
-        ctx.addIssue({ code: "custom", message: `unknown step ${JSON.stringify(raw)} (known: ${STEP_NAMES.join(", ")})` });
-      } else if (out.includes(step as StepName)) {
-        ctx.addIssue({ code: "custom", message: `step ${step} is listed twice` });
-      } else out.push(step as StepName);
-    }
-    return out;
-  }).describe(description);
+  return envList(description)
+    .transform((steps, ctx) => {
+      const out: StepName[] = [];
+      for (const raw of steps) {
+        const step = raw.toLowerCase();
+        if (!(STEP_NAMES as readonly string[]).includes(step)) {
+          ctx.addIssue({
+            code: "custom",
+            message: `unknown step ${JSON.stringify(raw)} (known: ${STEP_NAMES.join(", ")})`,
+          });
+        } else if (out.includes(step as StepName)) {
+          ctx.addIssue({ code: "custom", message: `step ${step} is listed twice` });
+        } else out.push(step as StepName);
+      }
+      return out;
+    })
+    .describe(description);
 }
 
 export const transformerEnvShape = {
@@ -92,9 +97,7 @@ export const transformerEnvShape = {
     max: 1024 * 1024,
   }).default(262_144),
   CONCURRENCY: envInt("Files transformed at once by this process", { min: 1, max: 64 }).default(4),
-  LARGE_FILE_CONCURRENCY: envInt("Of those, files read from the Object Store at once", { min: 1, max: 64 }).default(
-    2,
-  ),
+  LARGE_FILE_CONCURRENCY: envInt("Of those, files read from the Object Store at once", { min: 1, max: 64 }).default(2),
   MAX_DELIVER: envInt("Attempts per envelope before it is dead-lettered", { min: 1, max: 1000 }).default(5),
   RETRY_BACKOFF_MS: envInt("Base redelivery delay after a transient failure: RETRY_BACKOFF_MS × 2^(attempt-1)", {
     max: 3_600_000,

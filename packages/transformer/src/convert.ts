@@ -7,7 +7,7 @@ import { FilerelayError } from "@filerelay/core";
 import type { ParquetCodec } from "./config.js";
 import { DERIVATIONS, derivedId, parquetSubject } from "./derive.js";
 import { globMatcher } from "./glob.js";
-import type { Item, Step } from "./item.js";
+import type { Step } from "./item.js";
 
 export const PARQUET_CONTENT_TYPE = "application/vnd.apache.parquet";
 

@@ -53,15 +53,19 @@ export function checkEntryPath(raw: string): EntryPathVerdict {
   if (raw.length === 0) return { ok: false, reason: "empty entry name" };
   // Control characters would reach file names and logs: refused, not rewritten.
   // eslint-disable-next-line no-control-regex
-  if (/[\u0000-\u001f\u007f]/.test(raw)) return { ok: false, reason: `entry name ${JSON.stringify(raw)} has control characters` };
+  if (/[\u0000-\u001f\u007f]/.test(raw))
+    return { ok: false, reason: `entry name ${JSON.stringify(raw)} has control characters` };
   const name = raw.replace(/\\/g, "/");
   if (name.startsWith("/")) return { ok: false, reason: `absolute entry path ${JSON.stringify(raw)}` };
   if (/^[A-Za-z]:/.test(name)) return { ok: false, reason: `absolute (drive) entry path ${JSON.stringify(raw)}` };
   const segments = name.split("/");
-  if (segments.includes("..")) return { ok: false, reason: `entry path ${JSON.stringify(raw)} leaves the archive (..)` };
+  if (segments.includes(".."))
+    return { ok: false, reason: `entry path ${JSON.stringify(raw)} leaves the archive (..)` };
   const kept = segments.filter((s) => s !== "" && s !== ".");
   if (kept.length === 0) {
-    return name.endsWith("/") ? { ok: true, path: "", directory: true } : { ok: false, reason: `entry name ${JSON.stringify(raw)} names nothing` };
+    return name.endsWith("/")
+      ? { ok: true, path: "", directory: true }
+      : { ok: false, reason: `entry name ${JSON.stringify(raw)} names nothing` };
   }
   return { ok: true, path: kept.join("/"), directory: name.endsWith("/") };
 }

@@ -84,7 +84,13 @@ export function createStageHandler(opts: StageOptions): (ctx: FileContext) => Pr
         n += 1;
         // Only the extension of the original name is kept: names come from archives.
         const dot = name.lastIndexOf(".");
-        const ext = dot > 0 ? name.slice(dot).replace(/[^A-Za-z0-9.]/g, "").slice(0, 16) : "";
+        const ext =
+          dot > 0
+            ? name
+                .slice(dot)
+                .replace(/[^A-Za-z0-9.]/g, "")
+                .slice(0, 16)
+            : "";
         return join(dir, `${n}${ext}`);
       },
       working: () => ctx.working(),

@@ -115,7 +115,9 @@ export function unpackStep(opts: UnpackOptions): Step {
             { size: 0, sha256: "", payload: { kind: "inline" } },
           );
         } catch (err) {
-          throw unsafe(`archive entry ${JSON.stringify(verdict.path)} has a name that cannot be used: ${describeError(err)}`);
+          throw unsafe(
+            `archive entry ${JSON.stringify(verdict.path)} has a name that cannot be used: ${describeError(err)}`,
+          );
         }
         walk.last.set(subject, seq);
       } else if (walk.last.get(subject) !== seq) {
@@ -128,7 +130,12 @@ export function unpackStep(opts: UnpackOptions): Step {
         const copy = walk.job.scratchPath(child.filename);
         try {
           await pipeline(child.open(), createWriteStream(copy));
-          const spooled: Item = { ...child, file: copy, size: (await stat(copy)).size, open: () => createReadStream(copy) };
+          const spooled: Item = {
+            ...child,
+            file: copy,
+            size: (await stat(copy)).size,
+            open: () => createReadStream(copy),
+          };
           if (walk.mode === "publish" && keepOriginal) await walk.emit(spooled);
           await walkArchive(
             copy,

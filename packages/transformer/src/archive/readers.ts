@@ -43,7 +43,12 @@ export function corrupt(kind: ArchiveKind, err: unknown): FilerelayError {
  * ARCHIVE_CORRUPT; an error thrown by `visit` stops the reading and is
  * rethrown as it is.
  */
-export async function readArchive(file: string, kind: ArchiveKind, filename: string, visit: EntryVisitor): Promise<void> {
+export async function readArchive(
+  file: string,
+  kind: ArchiveKind,
+  filename: string,
+  visit: EntryVisitor,
+): Promise<void> {
   switch (kind) {
     case "zip":
       return readZip(file, visit);
@@ -71,9 +76,10 @@ async function readGz(file: string, name: string, visit: EntryVisitor): Promise<
     },
   };
   await visit(entry);
-  if (!opened) await pipeline(createReadStream(file), createGunzip(), drain()).catch((err: unknown) => {
-    throw corrupt("gz", err);
-  });
+  if (!opened)
+    await pipeline(createReadStream(file), createGunzip(), drain()).catch((err: unknown) => {
+      throw corrupt("gz", err);
+    });
 }
 
 function tarType(header: TarHeaders): EntryType | "skip" {
@@ -104,9 +110,7 @@ async function readTar(file: string, kind: "tar" | "tar.gz", visit: EntryVisitor
   const src = createReadStream(file);
   const stages: NodeJS.ReadWriteStream[] = kind === "tar.gz" ? [createGunzip()] : [];
   let visitError: unknown;
-  const piping = (
-    stages.length > 0 ? pipeline(src, stages[0]!, extract) : pipeline(src, extract)
-  ).then(
+  const piping = (stages.length > 0 ? pipeline(src, stages[0]!, extract) : pipeline(src, extract)).then(
     () => undefined,
     (err: unknown) => err,
   );
