@@ -13,19 +13,22 @@ import {
 } from "@filerelay/core/internal";
 import { consumerEnvSchema } from "../packages/consumer/src/config.js";
 import { producerEnvSchema } from "../packages/producer/src/config.js";
+import { transformerEnvSchema } from "../packages/transformer/src/config.js";
 
 const README = fileURLToPath(new URL("../README.md", import.meta.url));
 const sources: ConfigSchemaSource[] = [
   { service: "consumer", shape: consumerEnvSchema.shape },
   { service: "producer", shape: producerEnvSchema.shape },
 ];
+/** What the README's table is generated from: every service. */
+const allSources: ConfigSchemaSource[] = [...sources, { service: "transformer", shape: transformerEnvSchema.shape }];
 
 describe("README configuration reference", () => {
   it("is what the schemas generate (run `pnpm build && node scripts/gen-config-reference.mjs` when this fails)", async () => {
     const readme = await readFile(README, "utf8");
     const committed = extractConfigReference(readme);
     expect(committed, `README.md needs ${CONFIG_REFERENCE_START} … ${CONFIG_REFERENCE_END}`).toBeDefined();
-    const regenerated = await format(replaceConfigReference(readme, renderConfigReference(sources)), {
+    const regenerated = await format(replaceConfigReference(readme, renderConfigReference(allSources)), {
       ...((await resolveConfig(README)) ?? {}),
       filepath: README,
     });

@@ -57,6 +57,17 @@ export const ERROR_CODES = {
   DLQ_PUBLISH_FAILED: { permanent: false, description: "could not publish to the dead-letter stream" },
   STATUS_WRITE_FAILED: { permanent: false, description: "the status ledger did not store an entry" },
   SHUTDOWN: { permanent: false, description: "the service is shutting down" },
+  // transformer (stage)
+  ARCHIVE_UNSAFE_PATH: {
+    permanent: true,
+    description: "an archive entry would escape its root (../, absolute path, link or device entry)",
+  },
+  ARCHIVE_TOO_LARGE: {
+    permanent: true,
+    description: "an archive expands beyond EXTRACT_MAX_BYTES, EXTRACT_MAX_FILES or EXTRACT_MAX_RATIO",
+  },
+  ARCHIVE_CORRUPT: { permanent: true, description: "an archive is truncated or damaged and cannot be read" },
+  CONVERT_FAILED: { permanent: true, description: "the file could not be converted (DuckDB's message says why)" },
 } as const satisfies Record<string, { permanent: boolean; description: string }>;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

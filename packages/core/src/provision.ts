@@ -339,7 +339,8 @@ async function ensureGroup(
     if (c.filter_subject && c.filter_subject !== wanted.filter_subject) {
       throw new NatsError(
         "PROVISION_FAILED",
-        `durable consumer ${wanted.durable_name} on ${stream} filters ${c.filter_subject}, but SUBJECT is ${wanted.filter_subject}; use another PRODUCER_GROUP or fix SUBJECT`,
+        `durable consumer ${wanted.durable_name} on ${stream} filters ${c.filter_subject}, but SUBJECT is ${wanted.filter_subject}; ` +
+          "a group reads one subject: use another group name (PRODUCER_GROUP, TRANSFORM_GROUP, SINK_GROUPS) or fix SUBJECT / OUTPUT_SUBJECT",
       );
     }
     // A waiting pull request or an unacknowledged message means a member is running.

@@ -67,7 +67,10 @@ export interface PublishFileOptions {
   /**
    * The envelope, when the caller already built it with buildEnvelope() for
    * exactly these bytes (inline: same id, size and ce-sha256): it is sent as
-   * it is, not hashed and validated a second time.
+   * it is, not hashed and validated a second time. An envelope naming an
+   * Object Store payload, with an empty body, references that existing
+   * object: nothing is uploaded; the caller vouches that it holds these bytes
+   * and keeps it alive (a stage passing a file on unchanged).
    */
   envelope?: Envelope | undefined;
   /**
@@ -145,6 +148,14 @@ export async function publishFile(
   const to = options.subject ?? "files.input";
   const id = meta.id ?? randomUUID();
   const withId = { ...meta, id };
+
+  // A reference to an object that is already stored: the envelope alone.
+  const given = options.envelope;
+  if (given?.payload.kind === "object" && given.id === id && body instanceof Uint8Array && body.length === 0) {
+    const ack = await js.publish(to, body, { msgID: id, headers: envelopeToHeaders(given) });
+    await options.status?.noteSource(given, "published", { detectedAt: given.time });
+    return { id, sha256: given.sha256, size: given.size, seq: ack.seq, duplicate: ack.duplicate, envelope: given };
+  }
 
   // Bytes, or a stream that turns out to fit: inline.
   const head = body instanceof Uint8Array ? { bytes: body, rest: undefined } : await readUpTo(body, inlineMax + 1);
