@@ -10,6 +10,7 @@ import {
   type Envelope,
   type FileContext,
   type NatsConnection,
+  type StatusLedger,
 } from "@filerelay/core";
 import { DERIVATIONS, derivedId } from "./derive.js";
 import type { Item, Job, Step } from "./item.js";
@@ -30,6 +31,8 @@ export interface StageOptions {
    * passThroughPin).
    */
   pinObject: (name: string) => Promise<void>;
+  /** Where derived files are recorded (with their parent); unset with STATUS=off. */
+  status?: StatusLedger | undefined;
   /** Observations for metrics. */
   onStep?: (step: string, outcome: "done" | "failed", durationMs: number, code?: string) => void;
   onPublished?: (item: Item, bytes: number, passThrough: boolean) => void;
@@ -60,7 +63,13 @@ export function createStageHandler(opts: StageOptions): (ctx: FileContext) => Pr
       extensions,
       ...(item.contentType ? { contentType: item.contentType } : {}),
     };
-    const common = { subject: opts.outputSubject, stream: opts.stream, js, inlineMaxBytes: opts.inlineMaxBytes };
+    const common = {
+      subject: opts.outputSubject,
+      stream: opts.stream,
+      js,
+      inlineMaxBytes: opts.inlineMaxBytes,
+      status: opts.status,
+    };
     if (item.envelope?.payload.kind === "object") {
       const envelope: Envelope = { ...item.envelope, id: item.id, time: new Date(), extensions };
       await opts.pinObject(item.envelope.payload.name);

@@ -7,6 +7,7 @@ import {
   createPayloadReleaser,
   jetstreamNames,
   natsReadiness,
+  openServiceLedger,
   provision,
   startHttpServer,
   startPayloadSweep,
@@ -113,8 +114,12 @@ export async function runTransformer(config: TransformerConfig, options: RunTran
         })
       : undefined;
 
+  // Results are recorded with their parent in the ledger; the consumed file's delivery to this group too.
+  const status = await openServiceLedger(nc, config, "transformer", log, config.SINK_GROUPS);
+  await using _status = status;
   const handler = createStageHandler({
     nc,
+    status,
     js: jetstream(nc, { timeout: 10_000 }),
     steps: buildSteps(config),
     outputSubject: config.OUTPUT_SUBJECT,
@@ -156,6 +161,7 @@ export async function runTransformer(config: TransformerConfig, options: RunTran
       replicas: config.STREAM_REPLICAS,
       dlqLimits: { maxAgeMs: config.DLQ_MAX_AGE, maxBytes: config.DLQ_MAX_BYTES },
       onOutcome: (o) => metrics.fileOutcome(config.TRANSFORM_GROUP, o),
+      status: status ?? false,
     },
     async (ctx) => {
       metrics.inFlight.inc();
