@@ -229,8 +229,9 @@ describe("chaos: broker, producer and consumer SIGKILLed while files flow", () =
                 archived.length >= FILES &&
                 out.length >= FILES &&
                 ci.num_pending === 0 &&
-                ci.num_ack_pending === 0 &&
-                floor === si.state.last_seq
+                // nats-server 2.9 may restore a durable's state older than its stream's after a
+                // SIGKILL: acks the stream applied (it holds nothing) stay "pending" on the durable.
+                ((ci.num_ack_pending === 0 && floor === si.state.last_seq) || si.state.messages === 0)
               );
             },
             { timeoutMs: 300_000, intervalMs: 1000, message: `the pipeline to drain (${status})` },

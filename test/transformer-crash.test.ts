@@ -1,7 +1,9 @@
 import { mkdir, mkdtemp, rename, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { connect } from "@nats-io/transport-node";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { openStatusLedger } from "@filerelay/core/internal";
 import { startNats, startService, waitFor } from "./support/index.js";
 import {
   chainConsumerEnv,
@@ -67,8 +69,28 @@ describe("transformer: crash mid-archive", () => {
       },
       { timeoutMs: 30_000, message: "the producer's outcome lines" },
     );
-    // A little longer: a second copy, if any, would arrive now.
-    await new Promise((r) => setTimeout(r, 2000));
+    // The ledger and the output tree agree: the archive has 2,000 children, each delivered once.
+    const nc = await connect({ servers: nats.url });
+    try {
+      const ledger = await openStatusLedger(nc, { by: "test", provision: false });
+      const [archive] = await ledger.history("drop", "big.tar.gz");
+      expect(archive?.state).toBe("delivered");
+      const children = await waitFor(
+        async () => {
+          const list = await ledger.list({ parent: archive!.id, limit: 10 * n });
+          return list.length === n && list.every((r) => r.state === "delivered") ? list : undefined;
+        },
+        { timeoutMs: 60_000, intervalMs: 500, message: `${n} children delivered in the ledger` },
+      );
+      expect(new Set(children.map((c) => c.id))).toEqual(new Set(written.map((l) => String(l.fileId))));
+      expect(new Set(children.map((c) => c.subject))).toEqual(
+        new Set(Array.from({ length: n }, (_, i) => `big.tar.gz/part-${i % 10}/entry-${i}.txt`)),
+      );
+      expect((await ledger.get(archive!.id))?.children).toHaveLength(n);
+      await ledger.close();
+    } finally {
+      await nc.close();
+    }
     const files = await landed(out);
     expect(files).toHaveLength(n);
     expect(files.filter((f) => /-\d+\.txt$/.test(f.rel.replace(/entry-\d+\.txt$/, "")))).toEqual([]);
