@@ -12,7 +12,14 @@ import {
   type NatsConnection,
 } from "@filerelay/core/internal";
 import type { BatcherConfig } from "./config.js";
-import { IntentStore, intentBucketName, intentKey, OwnedSequences, type BatchRecord, type WindowIntent } from "./intents.js";
+import {
+  IntentStore,
+  intentBucketName,
+  intentKey,
+  OwnedSequences,
+  type BatchRecord,
+  type WindowIntent,
+} from "./intents.js";
 import type { BatcherMetrics } from "./metrics.js";
 import { batchExtension, batchFileName, NameOrdinals, subjectKey } from "./naming.js";
 import { renderBatch } from "./render.js";
@@ -147,9 +154,7 @@ export async function startBatcher(deps: BatcherDeps): Promise<Batcher> {
       );
     }
     const expiresAt = Date.now() + retainMs;
-    await retrying("mark the window published", () =>
-      intents.put(w.key, { ...intent, state: "published", expiresAt }),
-    );
+    await retrying("mark the window published", () => intents.put(w.key, { ...intent, state: "published", expiresAt }));
     owned.add(w.key, w.runs, expiresAt);
     for (const reply of w.replies) nc.publish(reply, ACK);
     // The PONG says the server has the acks; a lost one is recognised as owned when it comes back.
@@ -260,17 +265,24 @@ export async function startBatcher(deps: BatcherDeps): Promise<Batcher> {
       const batch = window.batch(key);
       const data = Buffer.from(m.data.buffer, m.data.byteOffset, m.data.byteLength);
       if (
-        closeBeforeAdding(batch && { bytes: batch.spool.bytes, events: batch.spool.events }, data.length, config.MAX_BATCH_BYTES, {
-          runs: window.runs.length,
-          keys: window.batches.size,
-          newKey: batch === undefined,
-          extendsRun: window.extendsRun(seq),
-        })
+        closeBeforeAdding(
+          batch && { bytes: batch.spool.bytes, events: batch.spool.events },
+          data.length,
+          config.MAX_BATCH_BYTES,
+          {
+            runs: window.runs.length,
+            keys: window.batches.size,
+            newKey: batch === undefined,
+            extendsRun: window.extendsRun(seq),
+          },
+        )
       ) {
         closeWindow("size");
       }
       window.add(seq, key, data, reply, Date.now());
-      metrics.eventsIn.inc({ input: config.TCP_PORT !== undefined && m.subject === config.TCP_SUBJECT ? "tcp" : "nats" });
+      metrics.eventsIn.inc({
+        input: config.TCP_PORT !== undefined && m.subject === config.TCP_SUBJECT ? "tcp" : "nats",
+      });
       metrics.windowEvents.set(window.events);
       metrics.windowBytes.set(window.bytes);
     }
@@ -290,7 +302,11 @@ export async function startBatcher(deps: BatcherDeps): Promise<Batcher> {
       log.debug({ events: held.replies.length }, "kept a held window's events alive");
     }
     for (const key of owned.expire(now)) {
-      intents.delete(key).catch((err: unknown) => log.warn({ err: describeError(err), window: key }, "could not delete a window record"));
+      intents
+        .delete(key)
+        .catch((err: unknown) =>
+          log.warn({ err: describeError(err), window: key }, "could not delete a window record"),
+        );
     }
   };
   const timer = setInterval(tick, config.ROTATION_CHECK_MS);

@@ -117,10 +117,15 @@ export const batcherEnvSchema = z.object(batcherEnvShape).superRefine(
     const cfg = raw as Partial<Record<string, unknown>>;
     const subjects = Array.isArray(cfg.EVENT_SUBJECTS) ? (cfg.EVENT_SUBJECTS as string[]) : undefined;
     if (subjects) {
-      if (subjects.length === 0) ctx.addIssue({ code: "custom", path: ["EVENT_SUBJECTS"], message: "must not be empty" });
+      if (subjects.length === 0)
+        ctx.addIssue({ code: "custom", path: ["EVENT_SUBJECTS"], message: "must not be empty" });
       for (const s of subjects) {
         if (!SUBJECT_PATTERN.test(s)) {
-          ctx.addIssue({ code: "custom", path: ["EVENT_SUBJECTS"], message: `not a subject pattern: ${JSON.stringify(s)}` });
+          ctx.addIssue({
+            code: "custom",
+            path: ["EVENT_SUBJECTS"],
+            message: `not a subject pattern: ${JSON.stringify(s)}`,
+          });
         }
       }
       const tcp = cfg.TCP_SUBJECT;

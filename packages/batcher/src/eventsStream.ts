@@ -7,7 +7,13 @@ import {
   StorageType,
   type StreamInfo,
 } from "@nats-io/jetstream";
-import { isConsumerNotFound, isStreamNotFound, NatsError, type Logger, type NatsConnection } from "@filerelay/core/internal";
+import {
+  isConsumerNotFound,
+  isStreamNotFound,
+  NatsError,
+  type Logger,
+  type NatsConnection,
+} from "@filerelay/core/internal";
 
 const NS_PER_MS = 1_000_000;
 
@@ -39,11 +45,7 @@ export function eventsConsumerConfig(config: EventsProvisionConfig) {
  * created if missing; an existing stream gains missing subjects, an existing
  * durable gets this ack wait and max ack pending. Nothing is deleted.
  */
-export async function provisionEvents(
-  nc: NatsConnection,
-  config: EventsProvisionConfig,
-  log: Logger,
-): Promise<void> {
+export async function provisionEvents(nc: NatsConnection, config: EventsProvisionConfig, log: Logger): Promise<void> {
   try {
     const jsm = await jetstreamManager(nc);
     let info: StreamInfo | undefined;

@@ -24,7 +24,7 @@ describe("XML document framing", () => {
     const docs = [
       '<?xml version="1.0"?>\n<e id="1"><a>x</a></e>',
       '<?xml version="1.0"?><e/>',
-      '<e a="x>y" b=\'/>\'><!-- </e> --><![CDATA[</e>]]><f/></e>',
+      "<e a=\"x>y\" b='/>'><!-- </e> --><![CDATA[</e>]]><f/></e>",
       '<!DOCTYPE e [<!ENTITY x "y">]><e>&x;</e>',
     ];
     for (const chunk of [1, 2, 7, 1000]) {

@@ -10,6 +10,20 @@
 
 export class EventTooLargeError extends Error {
   override name = "EventTooLargeError";
+  /** Events completed in the same push() before the one that was too large. */
+  framed: Buffer[] = [];
+}
+
+/** Runs one push(), handing the events completed before an oversized one over with the error. */
+function collecting(body: (out: Buffer[]) => void): Buffer[] {
+  const out: Buffer[] = [];
+  try {
+    body(out);
+  } catch (err) {
+    if (err instanceof EventTooLargeError) err.framed = out;
+    throw err;
+  }
+  return out;
 }
 
 export interface Framer {
@@ -49,15 +63,15 @@ export function lineFramer(maxEventBytes: number): Framer {
   };
   return {
     push(chunk) {
-      const out: Buffer[] = [];
-      let start = 0;
-      for (let nl = chunk.indexOf(0x0a); nl >= 0; nl = chunk.indexOf(0x0a, start)) {
-        pending.add(chunk.subarray(start, nl));
-        finish(out);
-        start = nl + 1;
-      }
-      pending.add(chunk.subarray(start));
-      return out;
+      return collecting((out) => {
+        let start = 0;
+        for (let nl = chunk.indexOf(0x0a); nl >= 0; nl = chunk.indexOf(0x0a, start)) {
+          pending.add(chunk.subarray(start, nl));
+          finish(out);
+          start = nl + 1;
+        }
+        pending.add(chunk.subarray(start));
+      });
     },
     end() {
       const out: Buffer[] = [];
@@ -92,101 +106,7 @@ export function xmlFramer(maxEventBytes: number): Framer {
 
   return {
     push(chunk) {
-      const out: Buffer[] = [];
-      let start = 0; // first byte of `chunk` not yet in `pending`
-      for (let i = 0; i < chunk.length; i++) {
-        const b = chunk[i]!;
-        let complete = false;
-        switch (state) {
-          case S.Idle:
-            if (isSpace(b)) {
-              start = i + 1;
-              continue;
-            }
-            state = S.Content;
-            if (b === 0x3c) state = S.Lt;
-            break;
-          case S.Content:
-            if (b === 0x3c) state = S.Lt;
-            break;
-          case S.Lt:
-            if (b === 0x3f) {
-              state = S.Pi;
-              tail = "";
-            } else if (b === 0x21) {
-              state = S.Bang;
-              bang = "";
-            } else if (b === 0x2f) state = S.EndTag;
-            else {
-              state = S.StartTag;
-              quote = 0;
-              lastNonSpace = b;
-            }
-            break;
-          case S.Pi:
-            tail = (tail + String.fromCharCode(b)).slice(-2);
-            if (tail === "?>") state = S.Content;
-            break;
-          case S.Bang:
-            bang += String.fromCharCode(b);
-            if (bang === "--") {
-              state = S.Comment;
-              tail = "";
-            } else if (bang === "[CDATA[") {
-              state = S.Cdata;
-              tail = "";
-            } else if (!"--".startsWith(bang) && !"[CDATA[".startsWith(bang)) {
-              state = S.Decl;
-              quote = 0;
-              bracket = 0;
-              i--; // this byte belongs to the declaration
-            }
-            break;
-          case S.Comment:
-            tail = (tail + String.fromCharCode(b)).slice(-3);
-            if (tail === "-->") state = S.Content;
-            break;
-          case S.Cdata:
-            tail = (tail + String.fromCharCode(b)).slice(-3);
-            if (tail === "]]>") state = S.Content;
-            break;
-          case S.Decl:
-            if (quote !== 0) {
-              if (b === quote) quote = 0;
-            } else if (b === 0x22 || b === 0x27) quote = b;
-            else if (b === 0x5b) bracket++;
-            else if (b === 0x5d) bracket--;
-            else if (b === 0x3e && bracket <= 0) state = S.Content;
-            break;
-          case S.StartTag:
-            if (quote !== 0) {
-              if (b === quote) quote = 0;
-            } else if (b === 0x22 || b === 0x27) quote = b;
-            else if (b === 0x3e) {
-              state = S.Content;
-              if (lastNonSpace === 0x2f) complete = depth === 0;
-              else depth++;
-            }
-            if (!isSpace(b)) lastNonSpace = b;
-            break;
-          case S.EndTag:
-            if (b === 0x3e) {
-              state = S.Content;
-              depth = Math.max(0, depth - 1);
-              complete = depth === 0;
-            }
-            break;
-        }
-        if (complete) {
-          pending.add(chunk.subarray(start, i + 1));
-          out.push(pending.take());
-          start = i + 1;
-          state = S.Idle;
-          depth = 0;
-        }
-      }
-      pending.add(chunk.subarray(start));
-      return out;
+      return collecting((out) => pushXml(chunk, out));
     },
     end() {
       if (pending.length === 0) return [];
@@ -196,4 +116,100 @@ export function xmlFramer(maxEventBytes: number): Framer {
       return rest.some((b) => !isSpace(b)) ? [rest] : [];
     },
   };
+
+  function pushXml(chunk: Buffer, out: Buffer[]): void {
+    let start = 0; // first byte of `chunk` not yet in `pending`
+    for (let i = 0; i < chunk.length; i++) {
+      const b = chunk[i]!;
+      let complete = false;
+      switch (state) {
+        case S.Idle:
+          if (isSpace(b)) {
+            start = i + 1;
+            continue;
+          }
+          state = S.Content;
+          if (b === 0x3c) state = S.Lt;
+          break;
+        case S.Content:
+          if (b === 0x3c) state = S.Lt;
+          break;
+        case S.Lt:
+          if (b === 0x3f) {
+            state = S.Pi;
+            tail = "";
+          } else if (b === 0x21) {
+            state = S.Bang;
+            bang = "";
+          } else if (b === 0x2f) state = S.EndTag;
+          else {
+            state = S.StartTag;
+            quote = 0;
+            lastNonSpace = b;
+          }
+          break;
+        case S.Pi:
+          tail = (tail + String.fromCharCode(b)).slice(-2);
+          if (tail === "?>") state = S.Content;
+          break;
+        case S.Bang:
+          bang += String.fromCharCode(b);
+          if (bang === "--") {
+            state = S.Comment;
+            tail = "";
+          } else if (bang === "[CDATA[") {
+            state = S.Cdata;
+            tail = "";
+          } else if (!"--".startsWith(bang) && !"[CDATA[".startsWith(bang)) {
+            state = S.Decl;
+            quote = 0;
+            bracket = 0;
+            i--; // this byte belongs to the declaration
+          }
+          break;
+        case S.Comment:
+          tail = (tail + String.fromCharCode(b)).slice(-3);
+          if (tail === "-->") state = S.Content;
+          break;
+        case S.Cdata:
+          tail = (tail + String.fromCharCode(b)).slice(-3);
+          if (tail === "]]>") state = S.Content;
+          break;
+        case S.Decl:
+          if (quote !== 0) {
+            if (b === quote) quote = 0;
+          } else if (b === 0x22 || b === 0x27) quote = b;
+          else if (b === 0x5b) bracket++;
+          else if (b === 0x5d) bracket--;
+          else if (b === 0x3e && bracket <= 0) state = S.Content;
+          break;
+        case S.StartTag:
+          if (quote !== 0) {
+            if (b === quote) quote = 0;
+          } else if (b === 0x22 || b === 0x27) quote = b;
+          else if (b === 0x3e) {
+            state = S.Content;
+            if (lastNonSpace === 0x2f) complete = depth === 0;
+            else depth++;
+          }
+          if (!isSpace(b)) lastNonSpace = b;
+          break;
+        case S.EndTag:
+          if (b === 0x3e) {
+            state = S.Content;
+            depth = Math.max(0, depth - 1);
+            complete = depth === 0;
+          }
+          break;
+      }
+      if (complete) {
+        pending.add(chunk.subarray(start, i + 1));
+        out.push(pending.take());
+        start = i + 1;
+        state = S.Idle;
+        depth = 0;
+      }
+    }
+    pending.add(chunk.subarray(start));
+  }
 }

@@ -52,10 +52,14 @@ async function main({ signal }: ServiceContext): Promise<void> {
     if (maxPayload !== undefined) {
       const problems: string[] = [];
       if (config.INLINE_MAX_BYTES + HEADER_ALLOWANCE_BYTES > maxPayload) {
-        problems.push(`INLINE_MAX_BYTES: ${config.INLINE_MAX_BYTES} does not fit the server's max_payload (${maxPayload} bytes) with the envelope headers`);
+        problems.push(
+          `INLINE_MAX_BYTES: ${config.INLINE_MAX_BYTES} does not fit the server's max_payload (${maxPayload} bytes) with the envelope headers`,
+        );
       }
       if (config.TCP_PORT !== undefined && config.TCP_MAX_EVENT_BYTES > maxPayload) {
-        problems.push(`TCP_MAX_EVENT_BYTES: ${config.TCP_MAX_EVENT_BYTES} exceeds the server's max_payload (${maxPayload} bytes)`);
+        problems.push(
+          `TCP_MAX_EVENT_BYTES: ${config.TCP_MAX_EVENT_BYTES} exceeds the server's max_payload (${maxPayload} bytes)`,
+        );
       }
       if (problems.length > 0) throw new ConfigError(problems);
     }

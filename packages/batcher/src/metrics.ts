@@ -58,7 +58,11 @@ export function createBatcherMetrics(): BatcherMetrics {
   };
   return {
     registry,
-    natsConnected: new Gauge({ name: "filerelay_nats_connected", help: "1 while the NATS connection is up", registers }),
+    natsConnected: new Gauge({
+      name: "filerelay_nats_connected",
+      help: "1 while the NATS connection is up",
+      registers,
+    }),
     natsReconnects: new Counter({
       name: "filerelay_nats_reconnects_total",
       help: "Times the NATS connection was re-established after a disconnect",
@@ -82,7 +86,11 @@ export function createBatcherMetrics(): BatcherMetrics {
       registers,
     }),
     windowEvents: new Gauge({ name: "filerelay_batcher_window_events", help: "Events in the open window", registers }),
-    windowBytes: new Gauge({ name: "filerelay_batcher_window_bytes", help: "Event bytes in the open window", registers }),
+    windowBytes: new Gauge({
+      name: "filerelay_batcher_window_bytes",
+      help: "Event bytes in the open window",
+      registers,
+    }),
     batch(o) {
       batches.inc({ reason: o.reason });
       if (o.raw) rawFallbacks.inc();

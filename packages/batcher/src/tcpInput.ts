@@ -83,6 +83,8 @@ class Connection {
   private stored = 0;
   private acked = 0;
   private failed = false;
+  /** Why reading stopped (an event too large): said once what was read before is stored. */
+  private refused: string | undefined;
   private ended = false;
   private pumping: Promise<void> | undefined;
   private resolveDone!: () => void;
@@ -95,6 +97,7 @@ class Connection {
     this.framer = options.xml ? xmlFramer(options.maxEventBytes) : lineFramer(options.maxEventBytes);
     socket.on("data", (chunk: Buffer) => this.take(() => this.framer.push(chunk)));
     socket.on("end", () => {
+      if (this.refused !== undefined) return;
       this.take(() => this.framer.end());
       this.ended = true;
       void this.settle();
@@ -107,13 +110,15 @@ class Connection {
   }
 
   private take(frame: () => Buffer[]): void {
-    if (this.failed) return;
+    if (this.failed || this.refused !== undefined) return;
     let events: Buffer[];
     try {
       events = frame();
     } catch (err) {
-      this.fail(err instanceof EventTooLargeError ? err.message : describeError(err));
-      return;
+      // What came before is still stored and acknowledged; nothing after is read.
+      this.refused = err instanceof EventTooLargeError ? err.message : describeError(err);
+      this.socket.pause();
+      events = err instanceof EventTooLargeError ? err.framed : [];
     }
     for (const e of events) {
       const stored = this.options.js.publish(this.options.subject, e);
@@ -123,6 +128,7 @@ class Connection {
     }
     if (this.pending.length >= MAX_IN_FLIGHT) this.socket.pause();
     this.pumping ??= this.pump().finally(() => (this.pumping = undefined));
+    if (this.refused !== undefined) void this.settle();
   }
 
   /** Awaits the PubAcks in the order sent; `stored` only ever counts a prefix. */
@@ -134,10 +140,12 @@ class Connection {
         this.fail(`not stored: ${describeError(err)}`);
         return;
       }
-      this.pending.shift();
+      void this.pending.shift();
       this.stored++;
       this.options.metrics.tcpEvents.inc();
-      if (this.pending.length < MAX_IN_FLIGHT / 2 && this.socket.isPaused()) this.socket.resume();
+      if (this.pending.length < MAX_IN_FLIGHT / 2 && this.socket.isPaused() && this.refused === undefined) {
+        this.socket.resume();
+      }
       if (this.pending.length === 0 || this.stored % 256 === 0) this.writeAck();
     }
   }
@@ -161,6 +169,7 @@ class Connection {
   async settle(): Promise<void> {
     while (this.pumping) await this.pumping;
     if (this.failed) return;
+    if (this.refused !== undefined) return this.fail(this.refused);
     this.writeAck();
     this.socket.end();
   }

@@ -132,7 +132,8 @@ export class XmlToJson {
     this.parser.on("opentag", (tag: SaxesTag) => {
       const obj: JsonElement = {};
       // Without the xmlns option every attribute value is a plain string.
-      for (const [k, v] of Object.entries(tag.attributes)) obj[`@${k}`] = typeof v === "string" ? v : v.value;
+      const attributes = tag.attributes as Record<string, string | { value: string }>;
+      for (const [k, v] of Object.entries(attributes)) obj[`@${k}`] = typeof v === "string" ? v : v.value;
       this.stack.push({ name: tag.name, obj, text: "", hasStructure: Object.keys(obj).length > 0 });
     });
     const onText = (t: string) => {
