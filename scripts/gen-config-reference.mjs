@@ -7,14 +7,16 @@ import { readFileSync, writeFileSync } from "node:fs";
 import { stdout } from "node:process";
 import { fileURLToPath, URL } from "node:url";
 import { format, resolveConfig } from "prettier";
-import { renderConfigReference, replaceConfigReference } from "../packages/core/dist/index.js";
+import { renderConfigReference, replaceConfigReference } from "../packages/core/dist/internal.js";
 import { consumerEnvSchema } from "../packages/consumer/dist/index.js";
 import { producerEnvSchema } from "../packages/producer/dist/index.js";
+import { batcherEnvSchema } from "../packages/batcher/dist/index.js";
 
 const readme = fileURLToPath(new URL("../README.md", import.meta.url));
 const table = renderConfigReference([
   { service: "consumer", shape: consumerEnvSchema.shape },
   { service: "producer", shape: producerEnvSchema.shape },
+  { service: "batcher", shape: batcherEnvSchema.shape },
 ]);
 const updated = replaceConfigReference(readFileSync(readme, "utf8"), table);
 // Prettier aligns the table as `pnpm lint` expects it.

@@ -13,11 +13,13 @@ import {
 } from "@filerelay/core/internal";
 import { consumerEnvSchema } from "../packages/consumer/src/config.js";
 import { producerEnvSchema } from "../packages/producer/src/config.js";
+import { batcherEnvSchema } from "../packages/batcher/src/config.js";
 
 const README = fileURLToPath(new URL("../README.md", import.meta.url));
 const sources: ConfigSchemaSource[] = [
   { service: "consumer", shape: consumerEnvSchema.shape },
   { service: "producer", shape: producerEnvSchema.shape },
+  { service: "batcher", shape: batcherEnvSchema.shape },
 ];
 
 describe("README configuration reference", () => {
@@ -35,16 +37,23 @@ describe("README configuration reference", () => {
   it("has a row for every variable of both services, with its default spelled as the environment would", () => {
     const rows = configReferenceRows(sources);
     const variables = new Set(rows.map((r) => r.variable));
-    for (const name of [...Object.keys(consumerEnvSchema.shape), ...Object.keys(producerEnvSchema.shape)]) {
+    for (const name of [
+      ...Object.keys(consumerEnvSchema.shape),
+      ...Object.keys(producerEnvSchema.shape),
+      ...Object.keys(batcherEnvSchema.shape),
+    ]) {
       expect(variables.has(name), name).toBe(true);
     }
     const row = (variable: string) => rows.filter((r) => r.variable === variable);
     // Common variables: one row for both services.
     expect(row("NATS_URL")).toEqual([
-      expect.objectContaining({ services: ["consumer", "producer"], defaultValue: "nats://127.0.0.1:4222" }),
+      expect.objectContaining({
+        services: ["consumer", "producer", "batcher"],
+        defaultValue: "nats://127.0.0.1:4222",
+      }),
     ]);
     expect(row("HTTP_PORT")).toEqual([
-      expect.objectContaining({ defaultsByService: { consumer: "9464", producer: "9465" } }),
+      expect.objectContaining({ defaultsByService: { consumer: "9464", producer: "9465", batcher: "9468" } }),
     ]);
     expect(row("INPUT_DIR")).toEqual([expect.objectContaining({ services: ["consumer"], required: true })]);
     expect(row("OUTPUT_DIR")).toEqual([expect.objectContaining({ required: false, defaultValue: null })]);
