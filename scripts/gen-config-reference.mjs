@@ -11,12 +11,14 @@ import { renderConfigReference, replaceConfigReference } from "../packages/core/
 import { consumerEnvSchema } from "../packages/consumer/dist/index.js";
 import { producerEnvSchema } from "../packages/producer/dist/index.js";
 import { transformerEnvSchema } from "../packages/transformer/dist/index.js";
+import { batcherEnvSchema } from "../packages/batcher/dist/index.js";
 
 const readme = fileURLToPath(new URL("../README.md", import.meta.url));
 const table = renderConfigReference([
   { service: "consumer", shape: consumerEnvSchema.shape },
   { service: "producer", shape: producerEnvSchema.shape },
   { service: "transformer", shape: transformerEnvSchema.shape },
+  { service: "batcher", shape: batcherEnvSchema.shape },
 ]);
 const updated = replaceConfigReference(readFileSync(readme, "utf8"), table);
 // Prettier aligns the table as `pnpm lint` expects it.

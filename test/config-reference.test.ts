@@ -14,14 +14,17 @@ import {
 import { consumerEnvSchema } from "../packages/consumer/src/config.js";
 import { producerEnvSchema } from "../packages/producer/src/config.js";
 import { transformerEnvSchema } from "../packages/transformer/src/config.js";
+import { batcherEnvSchema } from "../packages/batcher/src/config.js";
 
 const README = fileURLToPath(new URL("../README.md", import.meta.url));
 const sources: ConfigSchemaSource[] = [
   { service: "consumer", shape: consumerEnvSchema.shape },
   { service: "producer", shape: producerEnvSchema.shape },
+  { service: "transformer", shape: transformerEnvSchema.shape },
+  { service: "batcher", shape: batcherEnvSchema.shape },
 ];
-/** What the README's table is generated from: every service. */
-const allSources: ConfigSchemaSource[] = [...sources, { service: "transformer", shape: transformerEnvSchema.shape }];
+/** What the README's table is generated from: every service (in the generator's order). */
+const allSources: ConfigSchemaSource[] = sources;
 
 describe("README configuration reference", () => {
   it("is what the schemas generate (run `pnpm build && node scripts/gen-config-reference.mjs` when this fails)", async () => {
@@ -38,16 +41,24 @@ describe("README configuration reference", () => {
   it("has a row for every variable of both services, with its default spelled as the environment would", () => {
     const rows = configReferenceRows(sources);
     const variables = new Set(rows.map((r) => r.variable));
-    for (const name of [...Object.keys(consumerEnvSchema.shape), ...Object.keys(producerEnvSchema.shape)]) {
+    for (const name of [
+      ...Object.keys(consumerEnvSchema.shape),
+      ...Object.keys(producerEnvSchema.shape),
+      ...Object.keys(transformerEnvSchema.shape),
+      ...Object.keys(batcherEnvSchema.shape),
+    ]) {
       expect(variables.has(name), name).toBe(true);
     }
     const row = (variable: string) => rows.filter((r) => r.variable === variable);
     // Common variables: one row for both services.
     expect(row("NATS_URL")).toEqual([
-      expect.objectContaining({ services: ["consumer", "producer"], defaultValue: "nats://127.0.0.1:4222" }),
+      expect.objectContaining({
+        services: ["consumer", "producer", "transformer", "batcher"],
+        defaultValue: "nats://127.0.0.1:4222",
+      }),
     ]);
     expect(row("HTTP_PORT")).toEqual([
-      expect.objectContaining({ defaultsByService: { consumer: "9464", producer: "9465" } }),
+      expect.objectContaining({ defaultsByService: { consumer: "9464", producer: "9465", transformer: "9466", batcher: "9468" } }),
     ]);
     expect(row("INPUT_DIR")).toEqual([expect.objectContaining({ services: ["consumer"], required: true })]);
     expect(row("OUTPUT_DIR")).toEqual([expect.objectContaining({ required: false, defaultValue: null })]);
@@ -57,7 +68,7 @@ describe("README configuration reference", () => {
     expect(row("SINK_GROUPS")[0]?.defaultValue).toBe("file-producers");
     expect(row("LOG_PRETTY")[0]?.defaultValue).toBe("false");
     // The same name with a different meaning per service gets one row each.
-    expect(row("CONCURRENCY").map((r) => r.services)).toEqual([["consumer"], ["producer"]]);
+    expect(row("CONCURRENCY").map((r) => r.services)).toEqual([["consumer"], ["producer"], ["transformer"]]);
     for (const r of rows) expect(r.description, r.variable).not.toBe("");
   });
 });

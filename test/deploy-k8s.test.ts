@@ -4,6 +4,7 @@ import { parseAllDocuments } from "yaml";
 import { describe, expect, it } from "vitest";
 import { consumerEnvSchema } from "../packages/consumer/src/config.js";
 import { producerEnvSchema } from "../packages/producer/src/config.js";
+import { batcherEnvSchema } from "../packages/batcher/src/config.js";
 import { repoRoot } from "./support/index.js";
 
 /**
@@ -86,6 +87,7 @@ const deployments = ofKind<Deployment>("Deployment");
 const component = (d: Deployment) => d.metadata.labels?.["app.kubernetes.io/component"];
 const producers = deployments.filter((d) => component(d) === "producer");
 const consumers = deployments.filter((d) => component(d) === "consumer");
+const batchers = deployments.filter((d) => component(d) === "batcher");
 
 const schemas = { consumer: consumerEnvSchema, producer: producerEnvSchema } as const;
 const AWS_VARIABLES = new Set(["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"]);
@@ -114,7 +116,11 @@ describe("deploy/k8s", () => {
     const files = readdirSync(dir).filter((f) => f.endsWith(".yaml") && f !== "kustomization.yaml");
     expect([...kustomization.resources].sort()).toEqual(files.sort());
     expect(kustomization.namespace).toBe("filerelay");
-    expect(kustomization.images.map((i) => i.name).sort()).toEqual(["filerelay/consumer", "filerelay/producer"]);
+    expect(kustomization.images.map((i) => i.name).sort()).toEqual([
+      "filerelay/batcher",
+      "filerelay/consumer",
+      "filerelay/producer",
+    ]);
     for (const d of deployments) {
       for (const c of [...d.spec.template.spec.containers, ...(d.spec.template.spec.initContainers ?? [])]) {
         const [image] = c.image.split(":");
@@ -238,6 +244,32 @@ describe("deploy/k8s", () => {
       const groups = producers.map((p) => containerEnv(p.spec.template.spec.containers[0]!).PRODUCER_GROUP);
       expect(env.SINK_GROUPS?.split(",")).toEqual(expect.arrayContaining(groups));
     }
+  });
+
+  it("runs one batcher, recreated, with probes, a valid environment and a grace period past its shutdown deadline", () => {
+    expect(batchers).toHaveLength(1);
+    const d = batchers[0]!;
+    expect(d.spec.replicas).toBe(1);
+    expect(d.spec.strategy?.type).toBe("Recreate");
+    const c = d.spec.template.spec.containers[0]!;
+    expect(c.image).toMatch(/^filerelay\/batcher:/);
+    const port = batcherEnvSchema.shape.HTTP_PORT.parse(undefined);
+    expect(probePort(c, c.livenessProbe)).toBe(port);
+    expect(probePort(c, c.readinessProbe)).toBe(port);
+    expect(c.livenessProbe?.httpGet.path).toBe("/healthz");
+    expect(c.readinessProbe?.httpGet.path).toBe("/readyz");
+    const env = containerEnv(c);
+    const known = new Set(Object.keys(batcherEnvSchema.shape));
+    // The shared Secret also holds the producers' AWS credentials, which the batcher ignores.
+    for (const key of Object.keys(env)) expect(known.has(key) || AWS_VARIABLES.has(key), key).toBe(true);
+    const parsed = batcherEnvSchema.safeParse(
+      Object.fromEntries(Object.entries(env).filter(([k, v]) => known.has(k) && v !== "")),
+    );
+    expect(parsed.error?.issues ?? []).toEqual([]);
+    expect(c.volumeMounts?.some((m) => parsed.data!.BATCH_SPOOL_DIR.startsWith(`${m.mountPath}/`))).toBe(true);
+    expect((d.spec.template.spec.terminationGracePeriodSeconds ?? 30) * 1000).toBeGreaterThan(
+      parsed.data!.SHUTDOWN_TIMEOUT_MS,
+    );
   });
 
   it("keeps credentials in a Secret, not in ConfigMaps", () => {

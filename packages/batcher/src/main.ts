@@ -1,0 +1,106 @@
+#!/usr/bin/env node
+import { mkdir } from "node:fs/promises";
+import { jetstream } from "@nats-io/jetstream";
+import {
+  ConfigError,
+  connectNats,
+  createLogger,
+  natsReadiness,
+  provision,
+  redactConfig,
+  runService,
+  startHttpServer,
+  startPayloadSweep,
+  watchNatsConnection,
+  withTimeout,
+  type ServiceContext,
+} from "@filerelay/core/internal";
+import { startBatcher } from "./batcher.js";
+import { loadBatcherConfig } from "./config.js";
+import { provisionEvents } from "./eventsStream.js";
+import { createBatcherMetrics } from "./metrics.js";
+import { startTcpInput } from "./tcpInput.js";
+
+/** Room left in a message for headers next to an inline body or a TCP event. */
+const HEADER_ALLOWANCE_BYTES = 16 * 1024;
+
+function aborted(signal: AbortSignal): Promise<void> {
+  if (signal.aborted) return Promise.resolve();
+  return new Promise((resolve) => signal.addEventListener("abort", () => resolve(), { once: true }));
+}
+
+async function main({ signal }: ServiceContext): Promise<void> {
+  const config = await loadBatcherConfig();
+  const log = createLogger(config, { service: "batcher" });
+  log.info({ config: redactConfig(config) }, "effective configuration");
+  try {
+    await mkdir(config.BATCH_SPOOL_DIR, { recursive: true, mode: 0o700 });
+  } catch (err) {
+    throw new ConfigError([`BATCH_SPOOL_DIR: cannot create ${config.BATCH_SPOOL_DIR}: ${(err as Error).message}`]);
+  }
+
+  const metrics = createBatcherMetrics();
+  let nc;
+  try {
+    nc = await connectNats(config, { name: `filerelay-batcher-${config.BATCH_GROUP}`, log, signal });
+  } catch (err) {
+    if (signal.aborted) return;
+    throw err;
+  }
+  try {
+    const maxPayload = nc.info?.max_payload;
+    if (maxPayload !== undefined) {
+      const problems: string[] = [];
+      if (config.INLINE_MAX_BYTES + HEADER_ALLOWANCE_BYTES > maxPayload) {
+        problems.push(
+          `INLINE_MAX_BYTES: ${config.INLINE_MAX_BYTES} does not fit the server's max_payload (${maxPayload} bytes) with the envelope headers`,
+        );
+      }
+      if (config.TCP_PORT !== undefined && config.TCP_MAX_EVENT_BYTES > maxPayload) {
+        problems.push(
+          `TCP_MAX_EVENT_BYTES: ${config.TCP_MAX_EVENT_BYTES} exceeds the server's max_payload (${maxPayload} bytes)`,
+        );
+      }
+      if (problems.length > 0) throw new ConfigError(problems);
+    }
+    await provision(nc, config, {
+      log,
+      groups: config.SINK_GROUPS,
+      dlqLimits: { maxAgeMs: config.DLQ_MAX_AGE, maxBytes: config.DLQ_MAX_BYTES },
+    });
+    await provisionEvents(nc, config, log);
+    await using _sweep = startPayloadSweep(nc, config, log);
+    await using _connectionMetrics = watchNatsConnection(nc, metrics);
+    await using batcher = await startBatcher({ config, nc, log, metrics });
+    await using tcp =
+      config.TCP_PORT === undefined
+        ? undefined
+        : await startTcpInput({
+            host: config.TCP_HOST,
+            port: config.TCP_PORT,
+            subject: config.TCP_SUBJECT,
+            xml: config.BATCH_FORMAT === "xml",
+            maxEventBytes: config.TCP_MAX_EVENT_BYTES,
+            js: jetstream(nc, { timeout: 10_000 }),
+            log,
+            metrics,
+          });
+    const conn = nc;
+    await using _http =
+      config.HTTP_PORT === 0
+        ? undefined
+        : await startHttpServer({ port: config.HTTP_PORT, log, metrics, ready: () => natsReadiness(conn) });
+    log.info({ tcpPort: tcp?.port }, "batcher started");
+    await aborted(signal);
+    log.info("stopping: closing the TCP listener, then publishing the open window");
+    // The listener first: what it stored still goes into the last window.
+    await tcp?.close();
+    await batcher.close();
+  } finally {
+    await withTimeout(nc.drain(), 10_000, "drain timed out").catch(() => nc.close());
+    await metrics.close();
+    log.info("batcher stopped");
+  }
+}
+
+runService("filerelay-batcher", main);
