@@ -10,6 +10,7 @@ import {
   publishFile,
   type Logger,
   type NatsConnection,
+  type StatusLedger,
 } from "@filerelay/core/internal";
 import type { BatcherConfig } from "./config.js";
 import {
@@ -62,6 +63,8 @@ export interface BatcherDeps {
   nc: NatsConnection;
   log: Logger;
   metrics: BatcherMetrics;
+  /** Where each batch file is recorded (DESIGN §8); unset with STATUS=off. */
+  status?: StatusLedger | undefined;
 }
 
 /** The ce-id of a batch: the same window and key always give the same id. */
@@ -130,6 +133,7 @@ export async function startBatcher(deps: BatcherDeps): Promise<Batcher> {
               stream: config.STREAM,
               inlineMaxBytes: config.INLINE_MAX_BYTES,
               chunkBytes: config.PAYLOAD_CHUNK_BYTES,
+              status: deps.status,
             },
           ),
         () => metrics.publishFailures.inc(),

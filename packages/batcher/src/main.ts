@@ -4,6 +4,7 @@ import { jetstream } from "@nats-io/jetstream";
 import {
   ConfigError,
   connectNats,
+  openServiceLedger,
   createLogger,
   natsReadiness,
   provision,
@@ -71,7 +72,10 @@ async function main({ signal }: ServiceContext): Promise<void> {
     await provisionEvents(nc, config, log);
     await using _sweep = startPayloadSweep(nc, config, log);
     await using _connectionMetrics = watchNatsConnection(nc, metrics);
-    await using batcher = await startBatcher({ config, nc, log, metrics });
+    // Each batch file is recorded in the status ledger (STATUS=off: nowhere).
+    const status = await openServiceLedger(nc, config, "batcher", log, config.SINK_GROUPS);
+    await using _status = status;
+    await using batcher = await startBatcher({ config, nc, log, metrics, status });
     await using tcp =
       config.TCP_PORT === undefined
         ? undefined
