@@ -126,6 +126,49 @@ describe("status ledger through the SDK", () => {
     }
   });
 
+  it("indexes failures for list --state failed|error, and drops a failure once a replay delivers the file", async () => {
+    await using nats = await startNats();
+    const nc = await connect({ servers: nats.url });
+    try {
+      await provision(nc, { STREAM: "FILES", SUBJECT: "files.input", STREAM_REPLICAS: 1 }, { log });
+      await using ledger = await openStatusLedger(nc, { by: "test", sinkGroups: ["a", "b"] });
+      const envelope = (
+        await publishFile(nc, Buffer.from("x"), { source: "s", subject: "d/x.csv" }, { status: ledger })
+      ).envelope;
+      await ledger.recordDelivery(envelope, "a", "delivered", { attempts: 1, location: "file:///out/x.csv" });
+      await ledger.recordDelivery(envelope, "b", "failed", { attempts: 5, code: "WRITE_FAILED", reason: "EACCES" });
+      const failed = await ledger.list({ state: "failed" });
+      expect(failed.map((r) => r.id)).toEqual([envelope.id]);
+      // Completed from the ledger itself: the other group's delivery is there too.
+      expect(failed[0]?.deliveries).toMatchObject({
+        a: { state: "delivered" },
+        b: { state: "failed", code: "WRITE_FAILED" },
+      });
+      // A replay delivers it: the failure leaves the index, the record is delivered.
+      await ledger.recordDelivery(envelope, "b", "delivered", { attempts: 1, supersede: true });
+      expect(await ledger.list({ state: "failed" })).toEqual([]);
+      expect((await ledger.get(envelope.id))?.state).toBe("delivered");
+      await ledger.recordSource(
+        {
+          id: "4f6c0a0e-0000-5000-8000-000000000001",
+          source: "s",
+          subject: "bad.csv",
+          size: 1,
+          sha256: null,
+          jobId: null,
+          parentId: null,
+        },
+        "error",
+        { code: "FILE_READ_FAILED", reason: "EACCES", attempts: 2, supersede: true },
+      );
+      expect((await ledger.list({ state: "error" })).map((r) => [r.subject, r.error?.code])).toEqual([
+        ["bad.csv", "FILE_READ_FAILED"],
+      ]);
+    } finally {
+      await nc.close();
+    }
+  });
+
   it("records nothing and fails nothing where the deployment has no ledger", async () => {
     await using nats = await startNats();
     const nc = await connect({ servers: nats.url });

@@ -18,6 +18,8 @@ describe("JetStream names", () => {
       leaseBucket: "FILES_leases",
       statusStream: "FILES_STATUS",
       statusPrefix: "filerelay.status.FILES",
+      issuesStream: "FILES_STATUS_ISSUES",
+      issuesPrefix: "filerelay.issues.FILES",
       progressPrefix: "filerelay.progress.FILES",
     });
   });

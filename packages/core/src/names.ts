@@ -31,6 +31,10 @@ export interface JetStreamNames {
   statusStream: string;
   /** Subject prefix of ledger entries, e.g. filerelay.status.FILES. */
   statusPrefix: string;
+  /** Stream holding copies of the ledger's failed and error entries (a small index), e.g. FILES_STATUS_ISSUES. */
+  issuesStream: string;
+  /** Subject prefix of those copies, e.g. filerelay.issues.FILES. */
+  issuesPrefix: string;
   /** Subject prefix of live byte progress (core NATS, never stored), e.g. filerelay.progress.FILES. */
   progressPrefix: string;
 }
@@ -38,6 +42,7 @@ export interface JetStreamNames {
 export const DLQ_SUBJECT_PREFIX = "filerelay.dlq";
 export const STATUS_SUBJECT_PREFIX = "filerelay.status";
 export const PROGRESS_SUBJECT_PREFIX = "filerelay.progress";
+export const ISSUES_SUBJECT_PREFIX = "filerelay.issues";
 
 export function jetstreamNames(config: { STREAM: string; SUBJECT: string }): JetStreamNames {
   const firstToken = config.SUBJECT.split(".")[0] ?? config.SUBJECT;
@@ -59,6 +64,8 @@ export function jetstreamNames(config: { STREAM: string; SUBJECT: string }): Jet
     leaseBucket: leaseBucketName(config.STREAM),
     statusStream: `${config.STREAM}_STATUS`,
     statusPrefix: `${STATUS_SUBJECT_PREFIX}.${config.STREAM}`,
+    issuesStream: `${config.STREAM}_STATUS_ISSUES`,
+    issuesPrefix: `${ISSUES_SUBJECT_PREFIX}.${config.STREAM}`,
     progressPrefix: `${PROGRESS_SUBJECT_PREFIX}.${config.STREAM}`,
   };
 }

@@ -126,7 +126,7 @@ export class StatusLedger {
   readonly #lastProgress = new Map<string, number>();
   readonly #watches = new Set<StatusWatch>();
   #absentUntil = 0;
-  #present = false;
+  readonly #present = new Set<string>();
   #closed = false;
 
   private constructor(nc: NatsConnection, jsm: JetStreamManager, options: StatusLedgerOptions) {
@@ -251,14 +251,9 @@ export class StatusLedger {
 
   /** One record, with its derived children; undefined when the ledger has none (never seen, or expired). */
   async get(id: string): Promise<FileRecord | undefined> {
-    return this.#record(id, true);
-  }
-
-  async #record(id: string, withChildren: boolean): Promise<FileRecord | undefined> {
     const [entries, children] = await Promise.all([
       this.#scan(entryFilterSubject(this.names.statusPrefix, { id })),
-      // Children are found by a filter on a late token: the broker checks every entry's subject.
-      withChildren ? this.#scan(entryFilterSubject(this.names.statusPrefix, { who: SOURCE_WHO, parent: id })) : [],
+      this.#scan(entryFilterSubject(this.names.statusPrefix, { who: SOURCE_WHO, parent: id })),
     ]);
     const childIds = [...new Set(children.map((e) => e.id))];
     return foldRecord(entries, this.#groups, childIds);
@@ -288,7 +283,16 @@ export class StatusLedger {
       (filter.since === undefined || Date.parse(r.updatedAt) >= filter.since.getTime());
 
     let records: FileRecord[];
-    if (narrowed) {
+    if (byState) {
+      // The small index of failures, not the ledger: its entries name their files.
+      const entries = await this.#scan(
+        entryFilterSubject(this.names.issuesPrefix, f),
+        filter.since,
+        undefined,
+        this.names.issuesStream,
+      );
+      records = this.#fold(entries).filter(matches);
+    } else if (narrowed) {
       const entries = await this.#scan(subject, filter.since);
       records = this.#fold(entries).filter(matches);
     } else {
@@ -299,11 +303,7 @@ export class StatusLedger {
     records = records.slice(0, limit);
     if (byState) {
       // The entries that found them are one group's (or the source's): complete the records.
-      records = await mapConcurrent(
-        records,
-        LIST_FETCH_CONCURRENCY,
-        async (r) => (await this.#record(r.id, false)) ?? r,
-      );
+      records = await mapConcurrent(records, LIST_FETCH_CONCURRENCY, (r) => this.#recordByFacts(r));
     }
     return records;
   }
@@ -373,8 +373,7 @@ export class StatusLedger {
   async #write(entry: StatusEntry, who: string, supersede: boolean): Promise<void> {
     if (this.#closed) return;
     if (Date.now() < this.#absentUntil) return;
-    const prefix = this.names.statusPrefix;
-    const subject = entrySubject(prefix, {
+    const key = {
       id: entry.id,
       who,
       state: entry.state,
@@ -382,9 +381,11 @@ export class StatusLedger {
       path: entry.subject,
       jobId: entry.jobId,
       parentId: entry.parentId,
-    });
+    };
+    const issue = isIssue(entry.state);
+    const body = JSON.stringify(entry);
     try {
-      await this.#js.publish(subject, JSON.stringify(entry));
+      await this.#js.publish(entrySubject(this.names.statusPrefix, key), body);
     } catch (err) {
       if (isNoLedger(err)) {
         this.#absentUntil = Date.now() + ABSENT_RETRY_MS;
@@ -398,26 +399,75 @@ export class StatusLedger {
         cause: err,
       });
     }
-    if (supersede) {
-      try {
+    try {
+      // Failures also go to the small index that `list --state failed|error` reads.
+      if (issue) await this.#js.publish(entrySubject(this.names.issuesPrefix, key), body);
+      if (supersede) {
         await this.#jsm.streams.purge(this.names.statusStream, {
-          filter: entriesOfWho(prefix, entry.id, who),
+          filter: entriesOfWho(this.names.statusPrefix, entry.id, who),
           keep: 1,
         });
-      } catch (err) {
-        throw new NatsError("STATUS_WRITE_FAILED", `status ledger: superseding entries of ${entry.id} failed`, {
-          cause: err,
+        // A failure this writer recorded before is no longer one (a replayed dead letter delivered).
+        await this.#jsm.streams.purge(this.names.issuesStream, {
+          filter: entriesOfWho(this.names.issuesPrefix, entry.id, who),
+          ...(issue ? { keep: 1 } : {}),
         });
       }
+    } catch (err) {
+      throw new NatsError("STATUS_WRITE_FAILED", `status ledger: indexing ${entry.id} as ${entry.state} failed`, {
+        cause: err,
+      });
     }
   }
 
-  /** Whether the ledger stream exists (a reader's scans would otherwise retry against nothing). */
-  async #exists(): Promise<boolean> {
-    if (this.#present) return true;
+  /**
+   * The whole record of a file whose facts (source, path, job, parent) are
+   * known: each of its possible entries is read by its exact subject (a
+   * direct read, however large the ledger), not found by a filter.
+   */
+  async #recordByFacts(partial: FileRecord): Promise<FileRecord> {
+    const subject = (who: string, state: string) =>
+      entrySubject(this.names.statusPrefix, {
+        id: partial.id,
+        who,
+        state,
+        source: partial.source,
+        path: partial.subject,
+        jobId: partial.jobId,
+        parentId: partial.parentId,
+      });
+    const sources = await Promise.all(SOURCE_STATES.map((st) => this.#lastOn(subject(SOURCE_WHO, st))));
+    const groups = new Set([...this.#groups, ...Object.keys(partial.deliveries)]);
+    for (const e of sources) if (e?.entry.kind === "source") for (const g of e.entry.groups) groups.add(g);
+    const deliveries = await Promise.all(
+      [...groups].flatMap((g) => DELIVERY_STATES.map((st) => this.#lastOn(subject(groupWho(g), st)))),
+    );
+    const found = [...sources, ...deliveries]
+      .filter((e): e is { seq: number; entry: StatusEntry } => e !== undefined)
+      .sort((a, b) => a.seq - b.seq)
+      .map((e) => e.entry);
+    return foldRecord(found, this.#groups) ?? partial;
+  }
+
+  async #lastOn(subject: string): Promise<{ seq: number; entry: StatusEntry } | undefined> {
+    let m;
     try {
-      await this.#jsm.streams.info(this.names.statusStream);
-      this.#present = true;
+      m = await this.#jsm.streams.getMessage(this.names.statusStream, { last_by_subj: subject });
+    } catch (err) {
+      if (/no message found|not found/i.test(describeError(err))) return undefined;
+      throw err;
+    }
+    if (!m) return undefined;
+    const entry = parseEntry(m.data);
+    return entry ? { seq: m.seq, entry } : undefined;
+  }
+
+  /** Whether the ledger stream exists (a reader's scans would otherwise retry against nothing). */
+  async #exists(stream: string): Promise<boolean> {
+    if (this.#present.has(stream)) return true;
+    try {
+      await this.#jsm.streams.info(stream);
+      this.#present.add(stream);
       return true;
     } catch (err) {
       if (isStreamNotFound(err)) return false;
@@ -425,8 +475,13 @@ export class StatusLedger {
     }
   }
 
-  async #scan(subject: string, since?: Date, startSeq?: number): Promise<StatusEntry[]> {
-    if (!(await this.#exists())) return [];
+  async #scan(
+    subject: string,
+    since?: Date,
+    startSeq?: number,
+    stream = this.names.statusStream,
+  ): Promise<StatusEntry[]> {
+    if (!(await this.#exists(stream))) return [];
     const start =
       startSeq !== undefined
         ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: startSeq }
@@ -436,7 +491,7 @@ export class StatusLedger {
     const reader = new OrderedChunkReader(
       this.#nc,
       this.#jsm,
-      this.names.statusStream,
+      stream,
       subject,
       SCAN_BATCH,
       SCAN_STALL_MS,
@@ -499,34 +554,38 @@ export async function provisionStatusStream(
   names: JetStreamNames,
   options: { maxAgeMs: number; replicas: number; log: Logger },
 ): Promise<void> {
-  const wanted = {
-    name: names.statusStream,
-    subjects: [`${names.statusPrefix}.>`],
-    retention: RetentionPolicy.Limits,
-    storage: StorageType.File,
-    discard: DiscardPolicy.Old,
-    num_replicas: options.replicas,
-    max_age: options.maxAgeMs * NS_PER_MS,
-    max_msgs_per_subject: 1,
-    allow_direct: true,
-    description: "filerelay status ledger: one entry per file version and writer",
-  };
-  try {
-    const info = await jsm.streams.info(names.statusStream);
-    const c = info.config;
-    if (c.max_age !== wanted.max_age || c.num_replicas !== wanted.num_replicas) {
-      await jsm.streams.update(names.statusStream, { ...c, max_age: wanted.max_age, num_replicas: options.replicas });
-      options.log.info(
-        {
-          change: `updated stream ${names.statusStream}: max_age ${options.maxAgeMs} ms, replicas ${options.replicas}`,
-        },
-        "provisioned",
-      );
+  const streams = [
+    { name: names.statusStream, prefix: names.statusPrefix, what: "one entry per file version and writer" },
+    { name: names.issuesStream, prefix: names.issuesPrefix, what: "copies of failed and error entries (an index)" },
+  ];
+  for (const { name, prefix, what } of streams) {
+    const wanted = {
+      name,
+      subjects: [`${prefix}.>`],
+      retention: RetentionPolicy.Limits,
+      storage: StorageType.File,
+      discard: DiscardPolicy.Old,
+      num_replicas: options.replicas,
+      max_age: options.maxAgeMs * NS_PER_MS,
+      max_msgs_per_subject: 1,
+      allow_direct: true,
+      description: `filerelay status ledger: ${what}`,
+    };
+    try {
+      const info = await jsm.streams.info(name);
+      const c = info.config;
+      if (c.max_age !== wanted.max_age || c.num_replicas !== wanted.num_replicas) {
+        await jsm.streams.update(name, { ...c, max_age: wanted.max_age, num_replicas: options.replicas });
+        options.log.info(
+          { change: `updated stream ${name}: max_age ${options.maxAgeMs} ms, replicas ${options.replicas}` },
+          "provisioned",
+        );
+      }
+    } catch (err) {
+      if (!isStreamNotFound(err)) throw err;
+      await jsm.streams.add(wanted);
+      options.log.info({ change: `created stream ${name} (${wanted.subjects[0]})` }, "provisioned");
     }
-  } catch (err) {
-    if (!isStreamNotFound(err)) throw err;
-    await jsm.streams.add(wanted);
-    options.log.info({ change: `created stream ${names.statusStream} (${wanted.subjects[0]})` }, "provisioned");
   }
 }
 
@@ -557,6 +616,14 @@ function factsOf(f: Envelope | SourceFacts): FileFacts {
     jobId: f.jobId,
     parentId: f.parentId,
   };
+}
+
+const SOURCE_STATES = ["received", "published", "error"] as const;
+const DELIVERY_STATES = ["in_progress", "delivered", "failed"] as const;
+
+/** States indexed in the issues stream. */
+function isIssue(state: string): boolean {
+  return state === "failed" || state === "error";
 }
 
 /** No stream captures the ledger's subjects: the publish finds no responder. */
