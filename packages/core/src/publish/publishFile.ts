@@ -171,7 +171,9 @@ export async function publishFile(
           });
     const sha256 = envelope.sha256;
     const ack = await js.publish(to, head.bytes, { msgID: id, headers: envelopeToHeaders(envelope) });
-    await options.status?.noteSource(envelope, "published", { detectedAt: envelope.time });
+    // Nothing to supersede: sent without waiting for the broker's reply (a small file's
+    // record costs one message; the groups' entries, which are confirmed, make it delivered).
+    await options.status?.noteSource(envelope, "published", { detectedAt: envelope.time, unconfirmed: true });
     return { id, sha256, size: envelope.size, seq: ack.seq, duplicate: ack.duplicate, envelope };
   }
 

@@ -29,7 +29,15 @@ import {
   type SourceState,
   type StatusEntry,
 } from "./record.js";
-import { entriesOfWho, entryFilterSubject, entrySubject, groupWho, SOURCE_WHO, type EntryFilter } from "./subjects.js";
+import {
+  entriesOfWho,
+  entryFilterSubject,
+  entrySubject,
+  groupWho,
+  SOURCE_WHO,
+  type EntryFilter,
+  type EntryKey,
+} from "./subjects.js";
 import { StatusWatch, type StatusUpdate, type WatchFilter } from "./watch.js";
 
 const NS_PER_MS = 1_000_000;
@@ -86,6 +94,11 @@ export interface SourceExtra {
   detectedAt?: Date | undefined;
   /** Replace an earlier entry of this source for the file (it recorded `received` before). */
   supersede?: boolean | undefined;
+  /**
+   * Send without waiting for the broker to confirm (cheaper; lost if the broker
+   * fails meanwhile). Only for an entry that supersedes nothing.
+   */
+  unconfirmed?: boolean | undefined;
 }
 
 export interface DeliveryExtra {
@@ -201,6 +214,10 @@ export class StatusLedger {
       ...(extra.attempts !== undefined ? { attempts: extra.attempts } : {}),
       ...(extra.location !== undefined ? { location: extra.location } : {}),
     };
+    if (extra.unconfirmed === true && extra.supersede !== true && !isIssue(state)) {
+      this.#send(entry, SOURCE_WHO);
+      return;
+    }
     await this.#write(entry, SOURCE_WHO, extra.supersede === true);
     if (state !== "received") this.#lastProgress.delete(f.id);
   }
@@ -370,18 +387,20 @@ export class StatusLedger {
     }
   }
 
+  /** An entry published without a reply: no PubAck round trip (a missing stream drops it). */
+  #send(entry: StatusEntry, who: string): void {
+    if (this.#closed || this.#nc.isClosed()) return;
+    try {
+      this.#nc.publish(entrySubject(this.names.statusPrefix, entryKey(entry, who)), JSON.stringify(entry));
+    } catch (err) {
+      this.#log.warn({ fileId: entry.id, err: describeError(err) }, "status ledger entry not sent");
+    }
+  }
+
   async #write(entry: StatusEntry, who: string, supersede: boolean): Promise<void> {
     if (this.#closed) return;
     if (Date.now() < this.#absentUntil) return;
-    const key = {
-      id: entry.id,
-      who,
-      state: entry.state,
-      source: entry.source,
-      path: entry.subject,
-      jobId: entry.jobId,
-      parentId: entry.parentId,
-    };
+    const key = entryKey(entry, who);
     const issue = isIssue(entry.state);
     const body = JSON.stringify(entry);
     try {
@@ -615,6 +634,18 @@ function factsOf(f: Envelope | SourceFacts): FileFacts {
     contentType: f.contentType ?? null,
     jobId: f.jobId,
     parentId: f.parentId,
+  };
+}
+
+function entryKey(entry: StatusEntry, who: string): EntryKey {
+  return {
+    id: entry.id,
+    who,
+    state: entry.state,
+    source: entry.source,
+    path: entry.subject,
+    jobId: entry.jobId,
+    parentId: entry.parentId,
   };
 }
 
