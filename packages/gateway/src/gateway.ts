@@ -1,0 +1,99 @@
+import { mkdir } from "node:fs/promises";
+import type { FastifyInstance } from "fastify";
+import { jetstreamManager } from "@nats-io/jetstream";
+import {
+  ConfigError,
+  connectNats,
+  describeError,
+  natsReadiness,
+  provision,
+  startPayloadSweep,
+  watchNatsConnection,
+  withTimeout,
+  type Logger,
+  type NatsConnection,
+} from "@filerelay/core/internal";
+import { loadApiKeys } from "./apiKeys.js";
+import type { GatewayConfig } from "./config.js";
+import { createGatewayMetrics } from "./metrics.js";
+import { Publisher } from "./publisher.js";
+import { registerMultipartRoutes } from "./routes/multipart.js";
+import { buildServer } from "./server.js";
+
+export interface RunGatewayOptions {
+  log: Logger;
+  /** Aborted on SIGTERM/SIGINT: stop taking requests, let in-flight ones finish, return. */
+  signal: AbortSignal;
+}
+
+export const GATEWAY_VERSION = "0.1.0";
+
+/**
+ * The gateway service: API keys, NATS (provisioning the stream and sink
+ * groups, as every source does), the HTTP API, and the background work
+ * (upload jobs, expiry of abandoned uploads) until `signal` aborts.
+ */
+export async function runGateway(config: GatewayConfig, options: RunGatewayOptions): Promise<void> {
+  const { log, signal } = options;
+  const keys = await loadApiKeys(config.GATEWAY_API_KEYS_FILE);
+  try {
+    await mkdir(config.GATEWAY_UPLOAD_DIR, { recursive: true });
+  } catch (err) {
+    throw new ConfigError([`GATEWAY_UPLOAD_DIR: cannot create ${config.GATEWAY_UPLOAD_DIR}: ${describeError(err)}`]);
+  }
+  await using metrics = { ...createGatewayMetrics(), [Symbol.asyncDispose]: () => Promise.resolve() };
+
+  let nc: NatsConnection;
+  try {
+    nc = await connectNats(config, { name: "filerelay-gateway", log, signal });
+  } catch (err) {
+    if (signal.aborted) return;
+    throw err;
+  }
+  await using _nats = {
+    [Symbol.asyncDispose]: () => withTimeout(nc.drain(), 10_000, "drain timed out").catch(() => nc.close()),
+  };
+  await provision(nc, config, {
+    log,
+    groups: config.SINK_GROUPS,
+    dlqLimits: { maxAgeMs: config.DLQ_MAX_AGE, maxBytes: config.DLQ_MAX_BYTES },
+  });
+  await using _watch = watchNatsConnection(nc, metrics);
+  await using _sweep = startPayloadSweep(nc, config, log);
+  const jsm = await jetstreamManager(nc);
+  const publisher = new Publisher(nc, config, metrics);
+
+  const app: FastifyInstance = await buildServer({
+    config,
+    keys,
+    metrics,
+    log,
+    version: GATEWAY_VERSION,
+    ready: () => natsReadiness(nc, jsm),
+  });
+  registerMultipartRoutes(app, { publisher, metrics });
+
+  try {
+    await app.listen({ port: config.HTTP_PORT, host: config.HTTP_HOST });
+  } catch (err) {
+    throw new ConfigError([`HTTP_PORT: cannot listen on ${config.HTTP_HOST}:${config.HTTP_PORT}: ${describeError(err)}`]);
+  }
+  const address = app.server.address();
+  const port = typeof address === "object" && address ? address.port : config.HTTP_PORT;
+  log.info({ port, tls: Boolean(config.HTTP_TLS_CERT), keys: keys.size }, "gateway started");
+
+  await aborted(signal);
+  log.info("stopping: no new requests; finishing in-flight ones");
+  try {
+    await withTimeout(app.close(), config.SHUTDOWN_TIMEOUT_MS, "in-flight requests did not finish in time");
+  } catch (err) {
+    log.warn({ err: describeError(err) }, "closing the remaining connections");
+    app.server.closeAllConnections();
+  }
+  log.info("gateway stopped");
+}
+
+function aborted(signal: AbortSignal): Promise<void> {
+  if (signal.aborted) return Promise.resolve();
+  return new Promise((resolve) => signal.addEventListener("abort", () => resolve(), { once: true }));
+}
