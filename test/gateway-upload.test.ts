@@ -188,7 +188,10 @@ describe("gateway: multipart upload", () => {
     expect(truncated.status, truncated.text).toBe(400);
     expect(JSON.parse(truncated.text)).toMatchObject({ code: "REQUEST_INVALID" });
 
-    const garbage = await send(Buffer.from("this is not multipart at all"), `multipart/form-data; boundary=${boundary}`);
+    const garbage = await send(
+      Buffer.from("this is not multipart at all"),
+      `multipart/form-data; boundary=${boundary}`,
+    );
     expect(garbage.status, garbage.text).toBe(400);
     const noBoundary = await send(Buffer.from("--x\r\n"), "multipart/form-data");
     expect(noBoundary.status, noBoundary.text).toBe(400);

@@ -92,7 +92,8 @@ export function roleAllows(has: Role, needs: Role): boolean {
 export function authorize(keys: ApiKeys, authorization: string | undefined, needs: Role): Principal {
   const token = bearerToken(authorization);
   const principal = token === undefined ? undefined : keys.lookup(token);
-  if (!principal) throw new HttpError(401, "AUTH_REQUIRED", "a valid API key is required (Authorization: Bearer <key>)");
+  if (!principal)
+    throw new HttpError(401, "AUTH_REQUIRED", "a valid API key is required (Authorization: Bearer <key>)");
   if (!roleAllows(principal.role, needs)) {
     throw new HttpError(403, "AUTH_FORBIDDEN", `the key ${principal.name} (role ${principal.role}) may not ${needs}`);
   }

@@ -30,9 +30,7 @@ export const gatewayEnvShape = {
   GATEWAY_JOB_ROOTS: envList(
     "Server-side folders (comma-separated) under which upload jobs may read; unset = upload jobs refused",
   ).optional(),
-  MAX_UPLOAD_SIZE: envBytes("Largest file accepted by any upload API, e.g. 10GiB (413 beyond)").default(
-    10 * 1024 ** 3,
-  ),
+  MAX_UPLOAD_SIZE: envBytes("Largest file accepted by any upload API, e.g. 10GiB (413 beyond)").default(10 * 1024 ** 3),
   ALLOWED_CONTENT_TYPES: envList(
     "Comma-separated content types accepted for upload (e.g. text/csv,image/*); unset = all; others get 415",
   ).optional(),
@@ -42,9 +40,10 @@ export const gatewayEnvShape = {
   UPLOAD_EXPIRY: envDuration("Abandoned partial uploads (chunked and tus) are removed after this long, e.g. 24h", {
     min: 1000,
   }).default(86_400_000),
-  UPLOAD_CHUNK_MAX: envBytes("Largest chunk accepted by the chunked upload API", { min: 1024, max: 1024 * MiB }).default(
-    64 * MiB,
-  ),
+  UPLOAD_CHUNK_MAX: envBytes("Largest chunk accepted by the chunked upload API", {
+    min: 1024,
+    max: 1024 * MiB,
+  }).default(64 * MiB),
   JOB_CONCURRENCY: envInt("Files an upload job publishes at once", { min: 1, max: 256 }).default(8),
   INLINE_MAX_BYTES: envBytes("Files up to this size travel in the message body; larger ones via the Object Store", {
     max: 64 * MiB,

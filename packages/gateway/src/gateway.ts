@@ -17,6 +17,8 @@ import { loadApiKeys } from "./apiKeys.js";
 import type { GatewayConfig } from "./config.js";
 import { createGatewayMetrics } from "./metrics.js";
 import { Publisher } from "./publisher.js";
+import { ChunkStore } from "./chunked/chunkStore.js";
+import { registerChunkedRoutes } from "./routes/chunked.js";
 import { registerMultipartRoutes } from "./routes/multipart.js";
 import { buildServer } from "./server.js";
 
@@ -72,11 +74,19 @@ export async function runGateway(config: GatewayConfig, options: RunGatewayOptio
     ready: () => natsReadiness(nc, jsm),
   });
   registerMultipartRoutes(app, { publisher, metrics });
+  const chunks = new ChunkStore(config.GATEWAY_UPLOAD_DIR);
+  await chunks.init();
+  registerChunkedRoutes(app, { config, store: chunks, publisher, metrics });
+  await using _expiry = startExpiry(config.UPLOAD_EXPIRY, log, [
+    { name: "chunked", expire: (ms) => chunks.expire(ms).then((ids) => ids.length) },
+  ]);
 
   try {
     await app.listen({ port: config.HTTP_PORT, host: config.HTTP_HOST });
   } catch (err) {
-    throw new ConfigError([`HTTP_PORT: cannot listen on ${config.HTTP_HOST}:${config.HTTP_PORT}: ${describeError(err)}`]);
+    throw new ConfigError([
+      `HTTP_PORT: cannot listen on ${config.HTTP_HOST}:${config.HTTP_PORT}: ${describeError(err)}`,
+    ]);
   }
   const address = app.server.address();
   const port = typeof address === "object" && address ? address.port : config.HTTP_PORT;
@@ -91,6 +101,38 @@ export async function runGateway(config: GatewayConfig, options: RunGatewayOptio
     app.server.closeAllConnections();
   }
   log.info("gateway stopped");
+}
+
+interface Expirable {
+  name: string;
+  /** Removes what has been abandoned for longer than `expiryMs`; resolves with how many. */
+  expire(expiryMs: number): Promise<number>;
+}
+
+/** Removes abandoned partial uploads at start and then every UPLOAD_EXPIRY / 4 (at most hourly). */
+function startExpiry(expiryMs: number, log: Logger, stores: Expirable[]): AsyncDisposable {
+  let running: Promise<void> = Promise.resolve();
+  const sweep = () => {
+    running = (async () => {
+      for (const store of stores) {
+        try {
+          const removed = await store.expire(expiryMs);
+          if (removed > 0) log.info({ uploads: store.name, removed }, "expired abandoned uploads");
+        } catch (err) {
+          log.warn({ uploads: store.name, err: describeError(err) }, "expiring abandoned uploads failed");
+        }
+      }
+    })();
+  };
+  sweep();
+  const timer = setInterval(sweep, Math.min(Math.max(expiryMs / 4, 1000), 3_600_000));
+  timer.unref();
+  return {
+    [Symbol.asyncDispose]: async () => {
+      clearInterval(timer);
+      await running;
+    },
+  };
 }
 
 function aborted(signal: AbortSignal): Promise<void> {

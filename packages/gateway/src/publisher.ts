@@ -82,7 +82,11 @@ export class Publisher {
   }
 
   /** Counts a body's bytes, failing with 413 past MAX_UPLOAD_SIZE. */
-  limit(body: AsyncIterable<Uint8Array>, api: UploadApi, onBytes?: (total: number) => void): AsyncGenerator<Uint8Array> {
+  limit(
+    body: AsyncIterable<Uint8Array>,
+    api: UploadApi,
+    onBytes?: (total: number) => void,
+  ): AsyncGenerator<Uint8Array> {
     return limitBytes(body, this.#config.MAX_UPLOAD_SIZE, (n, total) => {
       this.#metrics.uploadBytes.inc({ api }, n);
       onBytes?.(total);

@@ -106,7 +106,11 @@ export async function buildServer(options: ServerOptions): Promise<FastifyInstan
 
   await app.register(fastifySwagger, {
     openapi: {
-      info: { title: "filerelay gateway", description: "Upload files to filerelay over HTTP", version: options.version },
+      info: {
+        title: "filerelay gateway",
+        description: "Upload files to filerelay over HTTP",
+        version: options.version,
+      },
       components: { securitySchemes: { bearer: { type: "http", scheme: "bearer" } } },
       security: [{ bearer: [] }],
     },

@@ -111,7 +111,10 @@ async function receivePart(
   gate: Promise<void>,
 ): Promise<ReceivedPart> {
   let failure: unknown;
-  const body = publisher.limit(guardStream(file, (err) => (failure ??= err)), "multipart");
+  const body = publisher.limit(
+    guardStream(file, (err) => (failure ??= err)),
+    "multipart",
+  );
   const it = body[Symbol.asyncIterator]();
   const head: Buffer[] = [];
   let size = 0;
