@@ -21,6 +21,7 @@ import { ChunkStore } from "./chunked/chunkStore.js";
 import { registerChunkedRoutes } from "./routes/chunked.js";
 import { registerMultipartRoutes } from "./routes/multipart.js";
 import { buildServer } from "./server.js";
+import { registerTusRoutes } from "./tus/tusUploads.js";
 
 export interface RunGatewayOptions {
   log: Logger;
@@ -77,8 +78,12 @@ export async function runGateway(config: GatewayConfig, options: RunGatewayOptio
   const chunks = new ChunkStore(config.GATEWAY_UPLOAD_DIR);
   await chunks.init();
   registerChunkedRoutes(app, { config, store: chunks, publisher, metrics });
+  const tus = registerTusRoutes(app, { config, keys, publisher, metrics, log });
   await using _expiry = startExpiry(config.UPLOAD_EXPIRY, log, [
     { name: "chunked", expire: (ms) => chunks.expire(ms).then((ids) => ids.length) },
+    { name: "tus", expire: () => tus.expire() },
+    // Not an expiry: finished tus uploads whose publish a crash interrupted are published on the same schedule.
+    { name: "tus-finished", expire: () => tus.recover() },
   ]);
 
   try {
