@@ -7,7 +7,7 @@ import { readFileSync, writeFileSync } from "node:fs";
 import { stdout } from "node:process";
 import { fileURLToPath, URL } from "node:url";
 import { format, resolveConfig } from "prettier";
-import { renderConfigReference, replaceConfigReference } from "../packages/core/dist/index.js";
+import { renderConfigReference, replaceConfigReference } from "../packages/core/dist/internal.js";
 import { consumerEnvSchema } from "../packages/consumer/dist/index.js";
 import { producerEnvSchema } from "../packages/producer/dist/index.js";
 

@@ -7,3 +7,4 @@ export * from "./s3.js";
 export * from "./chaos.js";
 export * from "./tls.js";
 export * from "./tmpfs.js";
+export * from "./cli.js";

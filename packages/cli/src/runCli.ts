@@ -13,6 +13,7 @@ import {
 import { loadCliConfig } from "./cliConfig.js";
 import type { CommandContext } from "./commandContext.js";
 import { dlqCommand, type DlqArgs } from "./dlqCommand.js";
+import { checkFilesArgs, filesCommand, type FilesArgs } from "./filesCommand.js";
 import { sendCommand } from "./sendCommand.js";
 import { statusCommand } from "./statusCommand.js";
 import { tailCommand } from "./tailCommand.js";
@@ -42,6 +43,9 @@ Commands:
   dlq show <id|seq>              one dead letter's headers and metadata
   dlq replay (--all | <id|seq>)  republish dead envelopes to the subject and remove them from the DLQ
   dlq purge (--all | <id|seq>)   delete dead letters
+  files list [--state s] ...     the status ledger: files by state, source, job, time (newest first)
+  files show <id>                one file's record: timeline, where each group delivered it, errors
+  files watch [<id>]             live state changes and byte progress (Ctrl-C stops)
   send <file> [--source s]       publish one file as the consumer would
   tail                           print envelopes as they pass (Ctrl-C stops)
 
@@ -103,6 +107,40 @@ the file's directory; inline up to INLINE_MAX_BYTES (262144), else uploaded to
 the payload Object Store first (with a progress bar on a terminal).
 
 ${GLOBAL_HELP}`,
+  files: `Usage: filerelay files <list|show|watch> ...
+
+  files list [--state S] [--source S] [--path P] [--job J] [--since 1h] [--limit N]
+  files show <id> | --source S --path P
+  files watch [<id>]
+
+Where is my file? The services record each file version in the status ledger
+(stream <STREAM>_STATUS, kept STATUS_MAX_AGE): received/published by its
+source, then in_progress, delivered (with its location) or failed (with the
+dead-letter code) per sink group. States: received, published, delivered,
+failed, error (the source gave up; see its ERROR_DIR).
+
+${GLOBAL_HELP}`,
+  "files list": `Usage: filerelay files list [--state S] [--source S] [--path P] [--job J] [--since 1h] [--limit N] [--json]
+
+Newest first (by last update), at most --limit (default 50). --state is one
+of received, published, delivered, failed, error; --since a duration (90s,
+15m, 1h, 7d); --path (with --source) every version of one relative path.
+
+${GLOBAL_HELP}`,
+  "files show": `Usage: filerelay files show (<id> | --source S --path P) [--json]
+
+One file version's record: what it is, its state, a timeline (detected,
+received, published, each group's delivery), where each group put it, and
+errors. With --source/--path: the latest version, and a list of the others.
+
+${GLOBAL_HELP}`,
+  "files watch": `Usage: filerelay files watch [<id>] [--json]
+
+Prints state changes and byte progress as they happen (JSON lines with
+--json: {file_id, kind, state, bytes, total, progress, group}). With an <id>
+it ends once the file is delivered, failed or in error; without, Ctrl-C stops.
+
+${GLOBAL_HELP}`,
   tail: `Usage: filerelay tail [--json]
 
 Prints each envelope published on the subject from now on, one line each
@@ -122,6 +160,11 @@ const OPTIONS = {
   all: { type: "boolean" },
   source: { type: "string" },
   "content-type": { type: "string" },
+  state: { type: "string" },
+  path: { type: "string" },
+  job: { type: "string" },
+  since: { type: "string" },
+  limit: { type: "string" },
 } as const;
 
 type OptionName = keyof typeof OPTIONS;
@@ -134,6 +177,9 @@ const COMMAND_OPTIONS: Record<string, readonly OptionName[]> = {
   "dlq purge": ["group", "all"],
   send: ["source", "content-type"],
   tail: [],
+  "files list": ["state", "source", "path", "job", "since", "limit"],
+  "files show": ["source", "path"],
+  "files watch": [],
 };
 /** How many positional arguments after the command words each command takes. */
 const COMMAND_ARGS: Record<string, { min: number; max: number; name: string }> = {
@@ -144,6 +190,9 @@ const COMMAND_ARGS: Record<string, { min: number; max: number; name: string }> =
   "dlq purge": { min: 0, max: 1, name: "<id|seq>" },
   send: { min: 1, max: 1, name: "<file>" },
   tail: { min: 0, max: 0, name: "" },
+  "files list": { min: 0, max: 0, name: "" },
+  "files show": { min: 0, max: 1, name: "<id>" },
+  "files watch": { min: 0, max: 1, name: "<id>" },
 };
 
 export interface CliIo {
@@ -167,7 +216,7 @@ function parse(argv: readonly string[]): Invocation | { help: string } {
   } catch (err) {
     // parseArgs' messages name the option ("Unknown option '--frobnicate'").
     const words = argv.filter((a) => !a.startsWith("-")).slice(0, 2);
-    const command = words[0] === "dlq" && words[1] ? `dlq ${words[1]}` : words[0];
+    const command = (words[0] === "dlq" || words[0] === "files") && words[1] ? `${words[0]} ${words[1]}` : words[0];
     throw new UsageError((err as Error).message, command && HELP[command] ? command : undefined, { cause: err });
   }
   const { values, positionals } = parsed;
@@ -186,12 +235,22 @@ function parse(argv: readonly string[]): Invocation | { help: string } {
     command = `dlq ${second}`;
     rest = positionals.slice(2);
   }
+  if (first === "files") {
+    if (second === undefined) {
+      if (values.help) return { help: HELP.files ?? "" };
+      throw new UsageError("files needs an action: list, show or watch", "files");
+    }
+    command = `files ${second}`;
+    rest = positionals.slice(2);
+  }
   const spec = COMMAND_ARGS[command];
   const allowed = COMMAND_OPTIONS[command];
   if (!spec || !allowed) {
     throw first === "dlq"
       ? new UsageError(`unknown dlq action ${JSON.stringify(second)}; expected list, show, replay or purge`, "dlq")
-      : new UsageError(`unknown command ${JSON.stringify(first)}`);
+      : first === "files"
+        ? new UsageError(`unknown files action ${JSON.stringify(second)}; expected list, show or watch`, "files")
+        : new UsageError(`unknown command ${JSON.stringify(first)}`);
   }
   if (values.help) return { help: HELP[command] ?? "" };
   for (const name of Object.keys(values) as OptionName[]) {
@@ -213,7 +272,21 @@ function parse(argv: readonly string[]): Invocation | { help: string } {
     if (values.all !== true && rest.length === 0)
       throw new UsageError("say which dead letters: --all or an <id|seq>", command);
   }
+  if (command.startsWith("files ")) checkFilesArgs(filesArgs(command, rest, values));
   return { command, positionals: rest, values };
+}
+
+function filesArgs(command: string, positionals: readonly string[], values: Invocation["values"]): FilesArgs {
+  return {
+    action: command.slice("files ".length) as FilesArgs["action"],
+    id: positionals[0],
+    state: values.state,
+    source: values.source,
+    path: values.path,
+    job: values.job,
+    since: values.since,
+    limit: values.limit,
+  };
 }
 
 async function dispatch(ctx: CommandContext, inv: Invocation): Promise<void> {
@@ -229,6 +302,10 @@ async function dispatch(ctx: CommandContext, inv: Invocation): Promise<void> {
       });
     case "tail":
       return tailCommand(ctx);
+    case "files list":
+    case "files show":
+    case "files watch":
+      return filesCommand(ctx, filesArgs(command, positionals, values));
     default: {
       const action = command.slice("dlq ".length) as DlqArgs["action"];
       return dlqCommand(ctx, { action, ref: positionals[0], all: values.all === true, group: values.group });

@@ -1,6 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { constants } from "node:fs";
 import { performance } from "node:perf_hooks";
+import { pathToFileURL } from "node:url";
 import { setTimeout as sleep } from "node:timers/promises";
 import { jetstreamManager, type JetStreamManager } from "@nats-io/jetstream";
 import {
@@ -9,6 +10,7 @@ import {
   isStreamNotFound,
   describeError,
   FilerelayError,
+  fileVersionId,
   isFilerelayError,
   jetstreamNames,
   natsReadiness,
@@ -18,6 +20,7 @@ import {
   type Logger,
   type NatsConnection,
   type Semaphore,
+  type StatusLedger,
 } from "@filerelay/core/internal";
 import { ClaimStore } from "./claimStore.js";
 import type { ConsumerConfig } from "./config.js";
@@ -51,6 +54,8 @@ export interface DirectorySourceOptions {
   metrics?: ConsumerMetrics;
   /** Identifies this replica in publish claims (default: a random UUID). */
   instanceId?: string;
+  /** Where each file's progress is recorded (DESIGN §8); unset with STATUS=off. */
+  status?: StatusLedger | undefined;
 }
 
 export interface DirectorySourceStats {
@@ -107,6 +112,7 @@ export class DirectorySource implements AsyncDisposable {
   /** Neither deleted nor archived: published files stay in INPUT_DIR. */
   readonly #leavesFiles: boolean;
 
+  readonly #status: StatusLedger | undefined;
   #connected = true;
   #statusIterator: AsyncIterable<unknown> | undefined;
   #epoch = 0;
@@ -127,6 +133,7 @@ export class DirectorySource implements AsyncDisposable {
     this.#claims = stores.claims;
     this.#fingerprints = stores.fingerprints;
     this.#jsm = stores.jsm;
+    this.#status = options.status;
     this.#uploadSlots = createSemaphore(Math.min(config.CONCURRENCY, config.LARGE_FILE_CONCURRENCY));
     this.#scanner = new DirectoryScanner({
       inputDir: config.INPUT_DIR,
@@ -154,6 +161,7 @@ export class DirectorySource implements AsyncDisposable {
       signal: this.#abort.signal,
       stopping: () => this.#stopping,
       track: (p) => this.#track(p),
+      status: options.status,
     });
     this.#schedule = new FileSchedule({
       stabilityMs: config.STABILITY_MS,
@@ -572,6 +580,29 @@ export class DirectorySource implements AsyncDisposable {
       return;
     }
     const errorPath = movedTo?.moved;
+    await this.#status?.noteSource(
+      {
+        // A version never read has no content id: one from what identifies it on disk.
+        id:
+          rec.fileId ??
+          fileVersionId(`filerelay-unread-v1\n${this.#config.SOURCE}\n${rec.rel}\n${rec.size}\n${rec.mtimeMs}`),
+        source: this.#config.SOURCE,
+        subject: rec.rel,
+        size: rec.size,
+        sha256: null,
+        jobId: null,
+        parentId: null,
+      },
+      "error",
+      {
+        code: err.code,
+        reason: describeError(err),
+        attempts: attempt,
+        detectedAt: rec.detectedAt,
+        supersede: true,
+        ...(errorPath ? { location: pathToFileURL(errorPath).href } : {}),
+      },
+    );
     this.#log.error(
       { ...base, outcome: "failed", ...(errorPath ? { errorPath } : {}) },
       errorPath ? "file failed; moved to ERROR_DIR" : "file failed; left in place until it changes",

@@ -4,6 +4,7 @@ import { access } from "node:fs/promises";
 import {
   ConfigError,
   connectNats,
+  openServiceLedger,
   createLogger,
   createMetrics,
   startPayloadSweep,
@@ -72,7 +73,10 @@ async function main({ signal }: ServiceContext): Promise<void> {
     });
     // Keeps the natsConnected / natsReconnects metrics true to the connection.
     await using _connectionMetrics = watchNatsConnection(nc, metrics);
-    await using source = await startDirectorySource({ config, nc, log, metrics });
+    // Each file's progress is recorded in the status ledger (STATUS=off: nowhere).
+    const status = await openServiceLedger(nc, config, "consumer", log, config.SINK_GROUPS);
+    await using _status = status;
+    await using source = await startDirectorySource({ config, nc, log, metrics, status });
     const conn = nc;
     await using http =
       config.HTTP_PORT === 0

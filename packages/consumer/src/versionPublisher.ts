@@ -12,6 +12,7 @@ import {
   type FileMeta,
   type Logger,
   type NatsConnection,
+  type StatusLedger,
 } from "@filerelay/core/internal";
 import type { Claim, ClaimStore } from "./claimStore.js";
 import type { ConsumerConfig } from "./config.js";
@@ -50,6 +51,8 @@ export interface VersionPublisherOptions {
   stopping: () => boolean;
   /** Keeps a background promise (a claim release) until it settles. */
   track: (p: Promise<unknown>) => void;
+  /** The status ledger publishFile() records in (unset with STATUS=off). */
+  status?: StatusLedger | undefined;
 }
 
 /**
@@ -236,6 +239,8 @@ export class VersionPublisher {
           chunkBytes: config.PAYLOAD_CHUNK_BYTES,
           signal: lost ? AbortSignal.any([this.#o.signal, lost.signal]) : this.#o.signal,
           envelope,
+          status: this.#o.status,
+          expectedSize: identity.size,
           beforePublish: async (envelope) => {
             if (!fh) return;
             const after = await fh.stat();

@@ -213,6 +213,8 @@ export function envSubject(description: string) {
 
 /** Dead letters are kept this long unless DLQ_MAX_AGE says otherwise. */
 export const DEFAULT_DLQ_MAX_AGE_MS = 30 * 86_400_000;
+/** Status ledger records are kept this long unless STATUS_MAX_AGE says otherwise. */
+export const DEFAULT_STATUS_MAX_AGE_MS = 7 * 86_400_000;
 
 export const LOG_LEVELS = ["trace", "debug", "info", "warn", "error", "fatal", "silent"] as const;
 
@@ -248,6 +250,12 @@ export function commonEnvShape(service: { httpPort: number }) {
       "How long dead letters are kept in the dead-letter stream (FILES_DLQ), e.g. 30d or 12h; applied at every start, also to an existing stream",
       { min: 1000 },
     ).default(DEFAULT_DLQ_MAX_AGE_MS),
+    STATUS: envBool(
+      "Record each file's progress in the status ledger (stream <STREAM>_STATUS) for `filerelay files` and the gateway's status API; off disables it",
+    ).default(true),
+    STATUS_MAX_AGE: envDuration("How long status ledger records are kept, e.g. 7d or 12h", { min: 60_000 }).default(
+      DEFAULT_STATUS_MAX_AGE_MS,
+    ),
     DLQ_MAX_BYTES: envBytes(
       "Most bytes the dead-letter stream holds, e.g. 10GiB; the oldest dead letters go first (unset = no byte limit)",
       { min: 1024 },

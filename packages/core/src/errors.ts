@@ -55,6 +55,7 @@ export const ERROR_CODES = {
   HANDLER_FAILED: { permanent: false, description: "sink handler failed" },
   HANDLER_PERMANENT: { permanent: true, description: "sink handler rejected the file permanently" },
   DLQ_PUBLISH_FAILED: { permanent: false, description: "could not publish to the dead-letter stream" },
+  STATUS_WRITE_FAILED: { permanent: false, description: "the status ledger did not store an entry" },
   SHUTDOWN: { permanent: false, description: "the service is shutting down" },
   // gateway (HTTP requests)
   AUTH_REQUIRED: { permanent: true, description: "no valid API key (Authorization: Bearer <key>)" },
@@ -82,6 +83,7 @@ export const ENVIRONMENTAL_CODES: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
   "PAYLOAD_READ_FAILED",
   "NATS_CONNECT_FAILED",
   "DLQ_PUBLISH_FAILED",
+  "STATUS_WRITE_FAILED",
   "SHUTDOWN",
 ]);
 

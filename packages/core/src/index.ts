@@ -9,8 +9,14 @@ export { publishFile, buildEnvelope, DEFAULT_INLINE_MAX_BYTES } from "./publish/
 export type { FileMeta, PublishFileOptions, PublishFileResult } from "./publish/publishFile.js";
 export { contentTypeFor } from "./publish/contentType.js";
 export { consumeFiles } from "./consume/consumeFiles.js";
-export type { ConsumeFilesOptions, FileContext, FileOutcome } from "./consume/types.js";
+export type { ConsumeFilesOptions, FileContext, FileOutcome, FileResult } from "./consume/types.js";
 export { openPayload, checkObjectPayload } from "./payload.js";
+
+// The status ledger: where is my file? (DESIGN §8).
+export { openStatusLedger, StatusLedger } from "./status/ledger.js";
+export type { StatusFilter, StatusLedgerOptions } from "./status/ledger.js";
+export type { Delivery, DeliveryState, FileEvent, FileRecord, FileState } from "./status/record.js";
+export type { StatusUpdate, StatusWatch, WatchFilter } from "./status/watch.js";
 
 // The envelope (DESIGN §3).
 export {

@@ -31,3 +31,7 @@ export * from "./publish/contentType.js";
 export * from "./publish/publishFile.js";
 export * from "./conflictName.js";
 export * from "./fsUtil.js";
+export * from "./status/ledger.js";
+export * from "./status/record.js";
+export * from "./status/subjects.js";
+export * from "./status/watch.js";

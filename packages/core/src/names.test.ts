@@ -16,6 +16,9 @@ describe("JetStream names", () => {
       payloadStream: "OBJ_FILES_payloads",
       pinBucket: "FILES_pins",
       leaseBucket: "FILES_leases",
+      statusStream: "FILES_STATUS",
+      statusPrefix: "filerelay.status.FILES",
+      progressPrefix: "filerelay.progress.FILES",
     });
   });
 

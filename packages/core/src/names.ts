@@ -27,9 +27,17 @@ export interface JetStreamNames {
   pinBucket: string;
   /** KV bucket of leases of periodic jobs shared by replicas. */
   leaseBucket: string;
+  /** Stream of the status ledger (DESIGN §8), e.g. FILES_STATUS. */
+  statusStream: string;
+  /** Subject prefix of ledger entries, e.g. filerelay.status.FILES. */
+  statusPrefix: string;
+  /** Subject prefix of live byte progress (core NATS, never stored), e.g. filerelay.progress.FILES. */
+  progressPrefix: string;
 }
 
 export const DLQ_SUBJECT_PREFIX = "filerelay.dlq";
+export const STATUS_SUBJECT_PREFIX = "filerelay.status";
+export const PROGRESS_SUBJECT_PREFIX = "filerelay.progress";
 
 export function jetstreamNames(config: { STREAM: string; SUBJECT: string }): JetStreamNames {
   const firstToken = config.SUBJECT.split(".")[0] ?? config.SUBJECT;
@@ -49,6 +57,9 @@ export function jetstreamNames(config: { STREAM: string; SUBJECT: string }): Jet
     payloadStream: objectStreamName(payloadBucket),
     pinBucket: pinBucketName(config.STREAM),
     leaseBucket: leaseBucketName(config.STREAM),
+    statusStream: `${config.STREAM}_STATUS`,
+    statusPrefix: `${STATUS_SUBJECT_PREFIX}.${config.STREAM}`,
+    progressPrefix: `${PROGRESS_SUBJECT_PREFIX}.${config.STREAM}`,
   };
 }
 

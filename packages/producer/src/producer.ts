@@ -1,4 +1,6 @@
 import { statfs } from "node:fs/promises";
+import { isAbsolute } from "node:path";
+import { pathToFileURL } from "node:url";
 import { jetstreamManager } from "@nats-io/jetstream";
 import {
   ConfigError,
@@ -10,6 +12,7 @@ import {
   EnvelopeError,
   FilerelayError,
   natsReadiness,
+  openServiceLedger,
   retentionRoots,
   SinkError,
   startHttpServer,
@@ -18,6 +21,7 @@ import {
   type Envelope,
   type FileContext,
   type FileOutcome,
+  type FileResult,
   type Logger,
   type NatsConnection,
   type ProducerMetrics,
@@ -81,7 +85,7 @@ export interface FileHandlerDeps {
  * through the sink, and log one line with where the file landed. Throwing a
  * permanent FilerelayError dead-letters the envelope; anything else retries.
  */
-export function createFileHandler(deps: FileHandlerDeps): (ctx: FileContext) => Promise<void> {
+export function createFileHandler(deps: FileHandlerDeps): (ctx: FileContext) => Promise<FileResult> {
   const { config, sink } = deps;
   const organizer = deps.organizer ?? createOrganizer(config);
   const freeSpace = deps.freeSpace ?? cachedFreeDiskSpace();
@@ -138,7 +142,13 @@ export function createFileHandler(deps: FileHandlerDeps): (ctx: FileContext) => 
       result.outcome === "written" ? "file written" : `file ${result.outcome}`,
     );
     deps.onWritten?.(envelope, result);
+    return { location: locationUri(result.location) };
   };
+}
+
+/** A sink's location as a URI for the status ledger: absolute paths become file:// URLs. */
+export function locationUri(location: string): string {
+  return isAbsolute(location) ? pathToFileURL(location).href : location;
 }
 
 /** `text/csv; charset=utf-8` matches `text/csv`, `text/*` and `*\/*`. */
@@ -266,6 +276,9 @@ export async function runProducer(config: ProducerConfig, options: RunProducerOp
         })
       : undefined;
 
+  // Deliveries are recorded in the ledger (provisioned here too, so whichever service starts first creates it).
+  const status = await openServiceLedger(nc, config, "producer", log);
+  await using _status = status;
   const results = new Map<string, SinkWriteResult>();
   const handler = createFileHandler({
     config,
@@ -296,12 +309,13 @@ export async function runProducer(config: ProducerConfig, options: RunProducerOp
       // The handler logs the outcome line ("file written"); the SDK's own is debug.
       ackedLogLevel: "debug",
       onOutcome,
+      status: status ?? false,
     },
     // filerelay_files_in_flight: deliveries being handled right now.
     async (ctx) => {
       metrics.inFlight.inc();
       try {
-        await handler(ctx);
+        return await handler(ctx);
       } finally {
         metrics.inFlight.dec();
       }

@@ -4,6 +4,7 @@ import { jetstreamNames } from "../names.js";
 import { connectNats } from "../nats.js";
 import { createPayloadReleaser } from "../payloadRelease.js";
 import { createSemaphore } from "../semaphore.js";
+import { openStatusLedger } from "../status/ledger.js";
 import { ackConfirmer } from "./ackConfirm.js";
 import { openGroupDurable } from "./group.js";
 import { handleMessage, type MessageDeps } from "./handleMessage.js";
@@ -60,6 +61,12 @@ export async function consumeFiles(options: ConsumeFilesOptions, handler: FileHa
       onAckWaitChange: (ms) => inflight.keepAlive(ms),
     });
     const releaser = createPayloadReleaser(nc, { stream: streamName, bucket: names.payloadBucket, log });
+    // Without a ledger of the caller's, the deployment's is used if it has one (not created here).
+    const ownLedger =
+      options.status === undefined
+        ? await openStatusLedger(nc, { stream: streamName, by: options.group, provision: false, log })
+        : undefined;
+    const status = options.status === false ? undefined : (options.status ?? ownLedger);
     log.info({ stream: streamName, subject, concurrency, maxDeliver, ackWaitMs: group.ackWaitMs }, "consuming files");
     inflight.keepAlive(group.ackWaitMs);
 
@@ -78,6 +85,7 @@ export async function consumeFiles(options: ConsumeFilesOptions, handler: FileHa
       confirmAck: ackConfirmer(nc),
       inflight,
       report: outcomeReporter(options.ackedLogLevel ?? "info", options.onOutcome),
+      status,
     };
     const onUnexpected = (err: unknown) =>
       log.error({ err: describeError(err) }, "unexpected failure handling a message");
@@ -99,6 +107,7 @@ export async function consumeFiles(options: ConsumeFilesOptions, handler: FileHa
     group.stop();
     await inflight.close();
     await releaser.close();
+    await ownLedger?.close();
     await nc.flush().catch(() => undefined);
     log.info("stopped consuming files");
   } finally {

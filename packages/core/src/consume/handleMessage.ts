@@ -7,6 +7,8 @@ import type { Logger } from "../logger.js";
 import { checkObjectPayload, openPayload } from "../payload.js";
 import { objectNameIn, type PayloadReleaser } from "../payloadRelease.js";
 import type { Semaphore } from "../semaphore.js";
+import type { StatusLedger } from "../status/ledger.js";
+import { countingStream } from "./progressStream.js";
 import { deadLetterFailedDecision, deliveryDecision, type DeliveryLimits } from "./deliveryPolicy.js";
 import { messageHeaders } from "./headers.js";
 import type { InFlight, InFlightSet } from "./inflight.js";
@@ -33,6 +35,8 @@ export interface MessageDeps {
   confirmAck: (msg: JsMsg) => Promise<boolean>;
   inflight: InFlightSet;
   report: ReportOutcome;
+  /** Where deliveries are recorded (DESIGN §8); undefined records nothing. */
+  status: StatusLedger | undefined;
 }
 
 /**
@@ -95,6 +99,14 @@ export async function handleMessage(entry: InFlight, deps: MessageDeps): Promise
     entry.settled = true;
     // No reason argument: servers before 2.11 ignore a "+TERM <reason>" ack entirely.
     msg.term();
+    if (envelope) {
+      await deps.status?.noteDelivery(envelope, deps.group, "failed", {
+        code,
+        reason: error,
+        attempts: deliveryCount,
+        supersede: true,
+      });
+    }
     report({ ...(envelope ? { envelope } : {}), outcome: "dead-lettered", code, error, ...base() }, flog);
   };
 
@@ -110,9 +122,15 @@ export async function handleMessage(entry: InFlight, deps: MessageDeps): Promise
     return;
   }
   flog = log.child({ fileId: envelope.id, path: envelope.subject, seq: msg.seq });
+  const status = deps.status;
+  // A large file's delivery is visible while it runs, with byte progress.
+  const tracked = status !== undefined && envelope.payload.kind === "object";
   const ctx: FileContext = {
     envelope,
-    open: () => openFor(envelope),
+    open: tracked
+      ? () =>
+          countingStream(openFor(envelope), (bytes) => status.progress(envelope.id, bytes, envelope.size, deps.group))
+      : () => openFor(envelope),
     deliveryCount,
     log: flog,
     working: () => deps.inflight.working(entry),
@@ -129,7 +147,19 @@ export async function handleMessage(entry: InFlight, deps: MessageDeps): Promise
       if (entry.settled) return;
       await checkObjectPayload(nc, envelope, envelope.payload, { allowedBuckets });
     }
-    await deps.handler(ctx);
+    const inProgress =
+      tracked &&
+      (await status.noteDelivery(envelope, deps.group, "in_progress", { attempts: deliveryCount, bytes: 0 }));
+    const result = await deps.handler(ctx);
+    // Recorded before the ack: a delivery whose record could not be stored is
+    // retried (the sink rewrites the same output), never acked unrecorded.
+    await status?.recordDelivery(envelope, deps.group, "delivered", {
+      location: result?.location,
+      attempts: deliveryCount,
+      bytes: envelope.size,
+      // Anything this group recorded before: in_progress, a failure before a replay, a redelivery.
+      supersede: inProgress || deliveryCount > 1 || headers["Nats-Msg-Id"] !== envelope.id,
+    });
   } catch (err) {
     if (entry.settled) return;
     // Redelivered to us while another member of the group still handled it: that

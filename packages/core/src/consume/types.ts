@@ -4,6 +4,7 @@ import type { Envelope } from "../envelope.js";
 import type { ErrorCode } from "../errors.js";
 import type { Logger } from "../logger.js";
 import type { DlqLimits } from "../provision.js";
+import type { StatusLedger } from "../status/ledger.js";
 
 export interface FileContext {
   envelope: Envelope;
@@ -32,7 +33,13 @@ export interface FileOutcome {
   delayMs?: number;
 }
 
-export type FileHandler = (ctx: FileContext) => Promise<void>;
+/** What a handler may tell about a file it landed. */
+export interface FileResult {
+  /** Where the file landed, as a URI (file:///out/a.csv, s3://bucket/key): recorded in the status ledger. */
+  location?: string | undefined;
+}
+
+export type FileHandler = (ctx: FileContext) => Promise<FileResult | void>;
 
 export interface ConsumeFilesOptions {
   /** A connection to use (left open); or `url` to let the SDK connect (and close). */
@@ -92,4 +99,11 @@ export interface ConsumeFilesOptions {
    * the periodic sweep's grace period.
    */
   releasePayloads?: boolean;
+  /**
+   * The status ledger to record deliveries in (DESIGN §8): `in_progress`
+   * with byte progress while a large file is handled, `delivered` (with the
+   * handler's location) before the ack, `failed` with the dead letter's code.
+   * Default: the deployment's ledger, if one is provisioned; `false` records nothing.
+   */
+  status?: StatusLedger | false;
 }

@@ -48,13 +48,23 @@ export class OrderedChunkReader {
 
   /** Creates the consumer; false when nothing (more) matches. */
   private async create(): Promise<boolean> {
+    // The caller's start (a sequence or a time) holds until the first message; then we resume after the last.
+    const { deliver_policy, opt_start_seq, opt_start_time, ...extra } = this.extraConfig;
+    const start =
+      this.lastStreamSeq > 0
+        ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: this.lastStreamSeq + 1 }
+        : deliver_policy !== undefined
+          ? {
+              deliver_policy,
+              ...(opt_start_seq !== undefined ? { opt_start_seq } : {}),
+              ...(opt_start_time !== undefined ? { opt_start_time } : {}),
+            }
+          : { deliver_policy: DeliverPolicy.All };
     const ci = await this.jsm.consumers.add(this.stream, {
-      ...this.extraConfig,
+      ...extra,
       ...(this.filterSubject ? { filter_subject: this.filterSubject } : {}),
       ack_policy: AckPolicy.None,
-      ...(this.lastStreamSeq > 0
-        ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: this.lastStreamSeq + 1 }
-        : { deliver_policy: DeliverPolicy.All }),
+      ...start,
       mem_storage: true,
       num_replicas: 1,
       // A reader paused by a slow sink for longer than this finds its consumer

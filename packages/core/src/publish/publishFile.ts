@@ -13,6 +13,7 @@ import {
 } from "../envelope.js";
 import { jetstreamNames } from "../names.js";
 import { deletePayloadObject, putPayloadObject } from "../payload.js";
+import type { StatusLedger } from "../status/ledger.js";
 import { contentTypeFor } from "./contentType.js";
 
 /** Files up to this size travel in the message body (INLINE_MAX_BYTES' default). */
@@ -69,6 +70,14 @@ export interface PublishFileOptions {
    * it is, not hashed and validated a second time.
    */
   envelope?: Envelope | undefined;
+  /**
+   * The status ledger to record this file in (DESIGN §8): `received` while a
+   * large file uploads (with byte progress), `published` after the PubAck.
+   * A ledger failure never fails the publish; it is logged by the ledger.
+   */
+  status?: StatusLedger | undefined;
+  /** The content's size when known beforehand (a file on disk): the total of the upload's byte progress. */
+  expectedSize?: number | undefined;
 }
 
 export interface PublishFileResult {
@@ -151,6 +160,7 @@ export async function publishFile(
           });
     const sha256 = envelope.sha256;
     const ack = await js.publish(to, head.bytes, { msgID: id, headers: envelopeToHeaders(envelope) });
+    await options.status?.noteSource(envelope, "published", { detectedAt: meta.time });
     return { id, sha256, size: envelope.size, seq: ack.seq, duplicate: ack.duplicate, envelope };
   }
 
@@ -158,13 +168,38 @@ export async function publishFile(
   const payload: PayloadRef = { kind: "object", bucket: names.payloadBucket, name: id };
   buildEnvelope(withId, { size: 0, sha256: "", payload });
   const source = head.rest ? prepend(head.bytes, head.rest) : Readable.from([head.bytes]);
+  const status = options.status;
+  const received =
+    status !== undefined &&
+    (await status.noteSource(
+      {
+        id,
+        source: meta.source,
+        subject: meta.subject,
+        filename: meta.filename,
+        contentType: meta.contentType,
+        size: options.expectedSize ?? null,
+        sha256: null,
+        jobId: meta.extensions?.jobid ?? null,
+        parentId: meta.extensions?.parentid ?? null,
+      },
+      "received",
+      { detectedAt: meta.time },
+    ));
+  const onProgress =
+    status || options.onProgress
+      ? (bytes: number) => {
+          options.onProgress?.(bytes);
+          status?.progress(id, bytes, options.expectedSize ?? null);
+        }
+      : undefined;
   const put = await putPayloadObject(nc, {
     bucket: names.payloadBucket,
     name: id,
     source,
     ...(options.chunkBytes !== undefined ? { chunkBytes: options.chunkBytes } : {}),
     ...(options.signal ? { signal: options.signal } : {}),
-    ...(options.onProgress ? { onProgress: options.onProgress } : {}),
+    ...(onProgress ? { onProgress } : {}),
   });
   const envelope = buildEnvelope(withId, { size: put.size, sha256: put.sha256, payload });
   try {
@@ -174,6 +209,7 @@ export async function publishFile(
     throw err;
   }
   const ack = await js.publish(to, new Uint8Array(0), { msgID: id, headers: envelopeToHeaders(envelope) });
+  await status?.noteSource(envelope, "published", { detectedAt: meta.time, supersede: received });
   return { id, sha256: put.sha256, size: put.size, seq: ack.seq, duplicate: ack.duplicate, envelope };
 }
 
