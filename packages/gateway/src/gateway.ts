@@ -6,6 +6,7 @@ import {
   connectNats,
   describeError,
   natsReadiness,
+  openServiceLedger,
   provision,
   startPayloadSweep,
   watchNatsConnection,
@@ -20,6 +21,7 @@ import { Publisher } from "./publisher.js";
 import { ChunkStore } from "./chunked/chunkStore.js";
 import { registerChunkedRoutes } from "./routes/chunked.js";
 import { registerMultipartRoutes } from "./routes/multipart.js";
+import { registerStatusRoutes } from "./routes/status.js";
 import { buildServer } from "./server.js";
 import { registerTusRoutes } from "./tus/tusUploads.js";
 
@@ -64,7 +66,10 @@ export async function runGateway(config: GatewayConfig, options: RunGatewayOptio
   await using _watch = watchNatsConnection(nc, metrics);
   await using _sweep = startPayloadSweep(nc, config, log);
   const jsm = await jetstreamManager(nc);
-  const publisher = new Publisher(nc, config, metrics);
+  // Each upload's progress is recorded in the status ledger (STATUS=off: nowhere, and the status API answers 503).
+  const status = await openServiceLedger(nc, config, "gateway", log, config.SINK_GROUPS);
+  await using _status = status;
+  const publisher = new Publisher(nc, config, metrics, status);
 
   const app: FastifyInstance = await buildServer({
     config,
@@ -75,6 +80,7 @@ export async function runGateway(config: GatewayConfig, options: RunGatewayOptio
     ready: () => natsReadiness(nc, jsm),
   });
   registerMultipartRoutes(app, { publisher, metrics });
+  registerStatusRoutes(app, { config, nc, keys, status, metrics, log });
   const chunks = new ChunkStore(config.GATEWAY_UPLOAD_DIR);
   await chunks.init();
   registerChunkedRoutes(app, { config, store: chunks, publisher, metrics });

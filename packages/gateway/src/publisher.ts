@@ -6,6 +6,7 @@ import {
   type NatsConnection,
   type PublishFileOptions,
   type PublishFileResult,
+  type StatusLedger,
 } from "@filerelay/core";
 import type { GatewayConfig } from "./config.js";
 import { HttpError } from "./httpError.js";
@@ -38,6 +39,8 @@ export interface PublishExtra {
   beforePublish?: PublishFileOptions["beforePublish"];
   onProgress?: (bytes: number) => void;
   signal?: AbortSignal;
+  /** The content's size when known beforehand (chunked, tus, jobs): the total of its byte progress. */
+  expectedSize?: number;
 }
 
 /**
@@ -51,12 +54,20 @@ export class Publisher {
   readonly #config: GatewayConfig;
   readonly #metrics: GatewayMetrics;
   readonly #js: JetStreamClient;
+  /** The status ledger (undefined with STATUS=off). */
+  readonly status: StatusLedger | undefined;
 
-  constructor(nc: NatsConnection, config: GatewayConfig, metrics: GatewayMetrics) {
+  constructor(nc: NatsConnection, config: GatewayConfig, metrics: GatewayMetrics, status?: StatusLedger) {
     this.#nc = nc;
     this.#config = config;
     this.#metrics = metrics;
     this.#js = jetstream(nc, { timeout: 10_000 });
+    this.status = status;
+  }
+
+  /** Byte progress of an upload still arriving (throttled by the ledger; nothing with STATUS=off). */
+  progress(id: string, bytes: number, total: number | null): void {
+    this.status?.progress(id, bytes, total);
   }
 
   get inlineMaxBytes(): number {
@@ -106,6 +117,8 @@ export class Publisher {
         ...(extra.beforePublish ? { beforePublish: extra.beforePublish } : {}),
         ...(extra.onProgress ? { onProgress: extra.onProgress } : {}),
         ...(extra.signal ? { signal: extra.signal } : {}),
+        ...(extra.expectedSize !== undefined ? { expectedSize: extra.expectedSize } : {}),
+        ...(this.status ? { status: this.status } : {}),
       });
       this.#metrics.filesPublished.inc({ api: extra.api, outcome: result.duplicate ? "duplicate" : "published" });
       return result;

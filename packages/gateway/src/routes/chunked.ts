@@ -110,10 +110,13 @@ export function registerChunkedRoutes(app: FastifyInstance, deps: ChunkedDeps): 
       } finally {
         metrics.activeUploads.dec({ api: "chunked" });
       }
+      const received = (await store.received(manifest.fileId)).length;
+      // Chunks are equal-sized but the last: close enough for a progress bar, exact when all arrived.
+      publisher.progress(manifest.fileId, Math.min(received * manifest.chunkSize, manifest.size), manifest.size);
       return {
         file_id: manifest.fileId,
         chunk_number: n,
-        received_chunks: (await store.received(manifest.fileId)).length,
+        received_chunks: received,
         total_chunks: totalChunks(manifest),
       };
     },
@@ -177,6 +180,7 @@ export function registerChunkedRoutes(app: FastifyInstance, deps: ChunkedDeps): 
       } else {
         result = await publisher.publish(store.content(manifest), meta, {
           api: "chunked",
+          expectedSize: manifest.size,
           beforePublish: (envelope) => {
             if (envelope.size !== manifest.size) throw sizeMismatch(envelope.size, manifest.size);
             if (manifest.sha256 && envelope.sha256 !== manifest.sha256) throw mismatch(envelope.sha256);

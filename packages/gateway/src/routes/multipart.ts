@@ -1,3 +1,4 @@
+import { randomUUID } from "node:crypto";
 import type { Readable } from "node:stream";
 import type { FastifyInstance } from "fastify";
 import type { ZodTypeProvider } from "fastify-type-provider-zod";
@@ -69,7 +70,8 @@ export function registerMultipartRoutes(app: FastifyInstance, deps: MultipartDep
           const filename = sanitizeFilename(part.filename);
           publisher.checkContentType(filename);
           const subject = uploadSubject(filename, path);
-          const next = await receivePart(publisher, part.file, { source, subject, filename }, gate);
+          const id = randomUUID();
+          const next = await receivePart(publisher, part.file, { id, source, subject, filename }, gate);
           started.push(next.settled);
           pending.push(next.finish);
         }
@@ -107,7 +109,7 @@ interface ReceivedPart {
 async function receivePart(
   publisher: Publisher,
   file: Readable,
-  meta: { source: string; subject: string; filename: string },
+  meta: { id: string; source: string; subject: string; filename: string },
   gate: Promise<void>,
 ): Promise<ReceivedPart> {
   let failure: unknown;

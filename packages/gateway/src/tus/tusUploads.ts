@@ -26,6 +26,9 @@ function callerSource(req: Request): string | undefined {
 const META_SOURCE = "filerelay_source";
 const META_SUBJECT = "filerelay_subject";
 
+/** Told of every chunk written: its length, the upload's offset after it, and its declared size. */
+type OnBytes = (id: string, bytes: number, offset: number, size: number | null) => void;
+
 /**
  * @tus/file-store plus the tus checksum extension: a PATCH carrying
  * `Upload-Checksum` is hashed as it is written, and when the digest differs
@@ -34,9 +37,9 @@ const META_SUBJECT = "filerelay_subject";
  */
 class ChecksumFileStore extends FileStore {
   readonly expected = new Map<string, ExpectedChecksum>();
-  readonly #onBytes: (id: string, bytes: number) => void;
+  readonly #onBytes: OnBytes;
 
-  constructor(options: ConstructorParameters<typeof FileStore>[0], onBytes: (id: string, bytes: number) => void) {
+  constructor(options: ConstructorParameters<typeof FileStore>[0], onBytes: OnBytes) {
     super(options);
     this.extensions = [...this.extensions, "checksum"];
     this.#onBytes = onBytes;
@@ -47,10 +50,13 @@ class ChecksumFileStore extends FileStore {
     this.expected.delete(id);
     const hasher = expected ? checksumHasher(expected) : undefined;
     const onBytes = this.#onBytes;
+    const size = (await this.configstore.get(id))?.size ?? null;
+    let at = offset;
     const tap = new Transform({
       transform(chunk: Buffer, _encoding, callback) {
         hasher?.update(chunk);
-        onBytes(id, chunk.length);
+        at += chunk.length;
+        onBytes(id, chunk.length, at, size);
         callback(null, chunk);
       },
     });
@@ -93,7 +99,10 @@ export function registerTusRoutes(app: FastifyInstance, deps: TusDeps): TusUploa
   const { config, keys, publisher, metrics, log } = deps;
   const store = new ChecksumFileStore(
     { directory: join(config.GATEWAY_UPLOAD_DIR, "tus"), expirationPeriodInMilliseconds: config.UPLOAD_EXPIRY },
-    (_id, bytes) => metrics.uploadBytes.inc({ api: "tus" }, bytes),
+    (id, bytes, offset, size) => {
+      metrics.uploadBytes.inc({ api: "tus" }, bytes);
+      publisher.progress(tusFileId(id), offset, size);
+    },
   );
 
   const publishUpload = async (upload: Upload) => {
@@ -106,8 +115,8 @@ export function registerTusRoutes(app: FastifyInstance, deps: TusDeps): TusUploa
     try {
       const result = await publisher.publish(
         Readable.from(createReadStream(path, { highWaterMark: 256 * 1024 })),
-        { id: fileVersionId(`tus:${upload.id}`), source, subject },
-        { api: "tus" },
+        { id: tusFileId(upload.id), source, subject },
+        { api: "tus", ...(upload.size !== undefined ? { expectedSize: upload.size } : {}) },
       );
       await store.remove(upload.id).catch((err: unknown) => {
         log.warn({ upload: upload.id, err: describeError(err) }, "could not remove a published tus upload");
@@ -196,6 +205,11 @@ export function registerTusRoutes(app: FastifyInstance, deps: TusDeps): TusUploa
       return published;
     },
   };
+}
+
+/** The ce-id of a tus upload's file: derived from the upload id, so a second publish of it is a duplicate. */
+export function tusFileId(uploadId: string): string {
+  return fileVersionId(`tus:${uploadId}`);
 }
 
 function tusBody(code: string, error: string): string {
