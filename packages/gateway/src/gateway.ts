@@ -22,6 +22,9 @@ import { ChunkStore } from "./chunked/chunkStore.js";
 import { registerChunkedRoutes } from "./routes/chunked.js";
 import { registerMultipartRoutes } from "./routes/multipart.js";
 import { registerStatusRoutes } from "./routes/status.js";
+import { registerUploadJobRoutes } from "./routes/uploads.js";
+import { JobRunner } from "./jobs/jobRunner.js";
+import { JobStore } from "./jobs/jobStore.js";
 import { buildServer } from "./server.js";
 import { registerTusRoutes } from "./tus/tusUploads.js";
 
@@ -81,6 +84,14 @@ export async function runGateway(config: GatewayConfig, options: RunGatewayOptio
   });
   registerMultipartRoutes(app, { publisher, metrics });
   registerStatusRoutes(app, { config, nc, keys, status, metrics, log });
+  const jobStore = await JobStore.open(nc, jsm, {
+    stream: config.STREAM,
+    replicas: config.STREAM_REPLICAS,
+    maxAgeMs: config.STATUS_MAX_AGE,
+  });
+  const jobs = new JobRunner({ store: jobStore, publisher, config, log });
+  await using _jobs = { [Symbol.asyncDispose]: () => jobs.close() };
+  registerUploadJobRoutes(app, { runner: jobs, store: jobStore });
   const chunks = new ChunkStore(config.GATEWAY_UPLOAD_DIR);
   await chunks.init();
   registerChunkedRoutes(app, { config, store: chunks, publisher, metrics });
@@ -102,6 +113,7 @@ export async function runGateway(config: GatewayConfig, options: RunGatewayOptio
   const address = app.server.address();
   const port = typeof address === "object" && address ? address.port : config.HTTP_PORT;
   log.info({ port, tls: Boolean(config.HTTP_TLS_CERT), keys: keys.size }, "gateway started");
+  await jobs.resumeAll();
 
   await aborted(signal);
   log.info("stopping: no new requests; finishing in-flight ones");
