@@ -3,7 +3,7 @@ import { mkdir, mkdtemp, rm, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { startNats, startService, waitFor } from "./support/index.js";
+import { s3sdk, startNats, startS3, startService, waitFor } from "./support/index.js";
 import { fileSha, listFiles, outcomeLines, producerEnv, sha256 } from "./producer-support.js";
 import { auth, KEYS, startGateway, writeKeysFile } from "./gateway-support.js";
 
@@ -188,5 +188,57 @@ describe("gateway: upload jobs", () => {
       await fetch(`${gw.url}/api/v1/uploads/${upload_id}/files`, { headers: auth(KEYS.read) })
     ).json()) as { files: { path: string }[] };
     expect(files.files.map((f) => f.path)).toEqual(["a.csv"]);
+  });
+});
+
+describe("gateway: upload job destination_bucket → ce-destination → S3 sink", () => {
+  it("the S3 sink honours ce-destination only for a bucket in S3_ALLOWED_BUCKETS", async () => {
+    await using nats = await startNats();
+    await using s3 = await startS3();
+    await s3.createBucket("special");
+    await s3.createBucket("forbidden");
+    const jobRoot = join(root, "exports");
+    for (const name of ["to-special", "to-forbidden"]) {
+      await mkdir(join(jobRoot, name), { recursive: true });
+      await writeFile(join(jobRoot, name, `${name}.csv`), `${name}\n`);
+    }
+    await using gw = await startGateway({
+      NATS_URL: nats.url,
+      GATEWAY_API_KEYS_FILE: await writeKeysFile(root),
+      GATEWAY_UPLOAD_DIR: join(root, "uploads"),
+      GATEWAY_JOB_ROOTS: jobRoot,
+    });
+    await using producer = startService("producer", {
+      NATS_URL: nats.url,
+      SINK: "s3",
+      ...s3.env(),
+      ORGANIZE_BY: "none",
+      S3_ALLOWED_BUCKETS: "special,other",
+      RETRY_BACKOFF_MS: "200",
+    });
+    for (const [folder, bucket] of [
+      ["to-special", "special"],
+      ["to-forbidden", "forbidden"],
+    ]) {
+      const res = await fetch(`${gw.url}/api/v1/uploads/`, {
+        method: "POST",
+        headers: { ...auth(KEYS.upload), ...json },
+        body: JSON.stringify({ source_folder: join(jobRoot, folder!), destination_bucket: bucket }),
+      });
+      expect(res.status).toBe(201);
+    }
+    await waitFor(() => outcomeLines(producer).length >= 2, { timeoutMs: 60_000, message: "2 files written" });
+    const keysOf = async (bucket: string) => {
+      const listed = await s3.client().send(new s3sdk.ListObjectsV2Command({ Bucket: bucket }));
+      return (listed.Contents ?? []).map((o) => o.Key ?? "");
+    };
+    expect((await keysOf("special")).some((k) => k.endsWith(".csv"))).toBe(true);
+    expect(await keysOf("forbidden")).toEqual([]);
+    // Not allowed: written to S3_BUCKET instead, and said so in the log.
+    expect((await s3.listKeys()).length).toBe(1);
+    expect(producer.logs().some((l) => l.destination === "forbidden")).toBe(true);
+    const locations = outcomeLines(producer).map((l) => String(l.location));
+    expect(locations.some((l) => l.startsWith("s3://special/"))).toBe(true);
+    expect(locations.some((l) => l.startsWith(`s3://${s3.bucket}/`))).toBe(true);
   });
 });
