@@ -46,8 +46,9 @@ export async function buildServer(options: ServerOptions): Promise<FastifyInstan
     config.HTTP_TLS_CERT && config.HTTP_TLS_KEY
       ? { cert: await readFile(config.HTTP_TLS_CERT), key: await readFile(config.HTTP_TLS_KEY) }
       : null;
+  const httpLog: FastifyBaseLogger = log.child({ component: "http" });
   const app = Fastify({
-    loggerInstance: log.child({ component: "http" }) as FastifyBaseLogger,
+    loggerInstance: httpLog,
     disableRequestLogging: true,
     // Uploads stream for as long as they need; idle sockets are still reaped.
     requestTimeout: 0,
@@ -118,9 +119,14 @@ export async function buildServer(options: ServerOptions): Promise<FastifyInstan
   });
   await app.register(fastifySwaggerUi, { routePrefix: "/docs" });
 
-  app.addHook("onRequest", async (request) => {
+  app.addHook("onRequest", (request, _reply, done) => {
     const role = request.routeOptions.config.role;
-    if (role) request.principal = authorize(keys, request.headers.authorization, role);
+    try {
+      if (role) request.principal = authorize(keys, request.headers.authorization, role);
+      done();
+    } catch (err) {
+      done(err as Error);
+    }
   });
   app.addHook("onResponse", async (request, reply) => {
     const route = request.routeOptions.url ?? "unmatched";
@@ -157,8 +163,8 @@ async function settleBody(raw: FastifyRequest["raw"], reply: FastifyReply): Prom
 function registerOpsRoutes(app: FastifyInstance, options: ServerOptions): void {
   const open = { config: { rateLimit: false as const }, schema: { hide: true } };
   const ok = { status: "ok" };
-  app.get("/health", open, async () => ok);
-  app.get("/healthz", open, async () => ok);
+  app.get("/health", open, (_request, reply) => reply.send(ok));
+  app.get("/healthz", open, (_request, reply) => reply.send(ok));
   app.get("/readyz", open, async (_request, reply) => {
     try {
       await options.ready();

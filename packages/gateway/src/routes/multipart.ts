@@ -2,7 +2,6 @@ import { randomUUID } from "node:crypto";
 import type { Readable } from "node:stream";
 import type { FastifyInstance } from "fastify";
 import type { ZodTypeProvider } from "fastify-type-provider-zod";
-import { z } from "zod";
 import { isFilerelayError, type PublishFileResult } from "@filerelay/core";
 import { HttpError } from "../httpError.js";
 import { sanitizeFilename, uploadSubject } from "../paths.js";

@@ -13,7 +13,13 @@ import { errorReply } from "../httpError.js";
 import type { GatewayMetrics } from "../metrics.js";
 import { uploadSubject } from "../paths.js";
 import { publishedFile, type Publisher } from "../publisher.js";
-import { checksumHasher, parseUploadChecksum, TUS_CHECKSUM_ALGORITHMS, type ExpectedChecksum } from "./checksum.js";
+import {
+  checksumHasher,
+  parseUploadChecksum,
+  TUS_CHECKSUM_ALGORITHMS,
+  TusError,
+  type ExpectedChecksum,
+} from "./checksum.js";
 
 export const TUS_PATH = "/api/v1/tus";
 /** The caller of each request tus is handling, for its hooks (they see only a web Request wrapping it). */
@@ -64,7 +70,7 @@ class ChecksumFileStore extends FileStore {
     const end = await super.write(readable.pipe(tap), id, offset);
     if (!hasher || hasher.matches()) return end;
     await truncate(this.pathOf(id), offset);
-    throw { status_code: 460, body: "Checksum Mismatch\n" };
+    throw new TusError(460, "Checksum Mismatch\n");
   }
 
   /** Where an upload's bytes are (FileStore's own resolve() is private). */
@@ -136,15 +142,17 @@ export function registerTusRoutes(app: FastifyInstance, deps: TusDeps): TusUploa
     exposedHeaders: ["Filerelay-File-Id", "Filerelay-Sha256", "Tus-Checksum-Algorithm"],
     allowedHeaders: ["Authorization", "Upload-Checksum"],
     disableTerminationForFinishedUploads: true,
-    onIncomingRequest: async (req, uploadId) => {
+    onIncomingRequest: (req, uploadId) => {
       if (req.method === "PATCH") {
         const expected = parseUploadChecksum(req.headers.get("upload-checksum"));
         if (expected) store.expected.set(uploadId, expected);
       }
+      return Promise.resolve();
     },
+    // eslint-disable-next-line @typescript-eslint/require-await -- a throw must become a rejection for @tus/server
     onUploadCreate: async (req, upload) => {
       const source = callerSource(req);
-      if (!source) throw { status_code: 401, body: tusBody("AUTH_REQUIRED", "a valid API key is required") };
+      if (!source) throw new TusError(401, tusBody("AUTH_REQUIRED", "a valid API key is required"));
       const meta = upload.metadata ?? {};
       try {
         const subject = uploadSubject(meta.filename ?? meta.name ?? "", meta.path ?? undefined);
@@ -153,7 +161,7 @@ export function registerTusRoutes(app: FastifyInstance, deps: TusDeps): TusUploa
         return { metadata: { ...meta, [META_SOURCE]: source, [META_SUBJECT]: subject } };
       } catch (err) {
         const { status, body } = errorReply(err);
-        throw { status_code: status, body: `${JSON.stringify(body)}\n` };
+        throw new TusError(status, `${JSON.stringify(body)}\n`);
       }
     },
     onUploadFinish: async (_req, upload) => {
@@ -164,7 +172,7 @@ export function registerTusRoutes(app: FastifyInstance, deps: TusDeps): TusUploa
       } catch (err) {
         log.error({ upload: upload.id, err: describeError(err) }, "publishing a finished tus upload failed");
         const { status, body } = errorReply(err);
-        throw { status_code: isFilerelayError(err) ? status : 503, body: `${JSON.stringify(body)}\n` };
+        throw new TusError(isFilerelayError(err) ? status : 503, `${JSON.stringify(body)}\n`);
       }
     },
     onResponseError: (_req, err) => {
