@@ -5,6 +5,7 @@ import { describe, expect, it } from "vitest";
 import { createMetrics, silentLogger, startHttpServer } from "@filerelay/core/internal";
 import { consumerEnvSchema } from "../packages/consumer/src/config.js";
 import { producerEnvSchema } from "../packages/producer/src/config.js";
+import { gatewayEnvSchema } from "../packages/gateway/src/config.js";
 import { repoRoot } from "./support/index.js";
 
 /**
@@ -85,6 +86,7 @@ const jsonForm = (args: string | undefined): string[] => {
 const services = {
   consumer: { schema: consumerEnvSchema, pkg: "@filerelay/consumer" },
   producer: { schema: producerEnvSchema, pkg: "@filerelay/producer" },
+  gateway: { schema: gatewayEnvSchema, pkg: "@filerelay/gateway" },
 } as const;
 type Service = keyof typeof services;
 const defaultHttpPort = (svc: Service): number => services[svc].schema.shape.HTTP_PORT.parse(undefined);

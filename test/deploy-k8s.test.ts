@@ -4,6 +4,7 @@ import { parseAllDocuments } from "yaml";
 import { describe, expect, it } from "vitest";
 import { consumerEnvSchema } from "../packages/consumer/src/config.js";
 import { producerEnvSchema } from "../packages/producer/src/config.js";
+import { gatewayEnvSchema } from "../packages/gateway/src/config.js";
 import { repoRoot } from "./support/index.js";
 
 /**
@@ -86,8 +87,9 @@ const deployments = ofKind<Deployment>("Deployment");
 const component = (d: Deployment) => d.metadata.labels?.["app.kubernetes.io/component"];
 const producers = deployments.filter((d) => component(d) === "producer");
 const consumers = deployments.filter((d) => component(d) === "consumer");
+const gateways = deployments.filter((d) => component(d) === "gateway");
 
-const schemas = { consumer: consumerEnvSchema, producer: producerEnvSchema } as const;
+const schemas = { consumer: consumerEnvSchema, producer: producerEnvSchema, gateway: gatewayEnvSchema } as const;
 const AWS_VARIABLES = new Set(["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"]);
 const dockerfileUid = Number(/^USER\s+(\d+)/m.exec(readFileSync(join(repoRoot, "deploy/Dockerfile"), "utf8"))?.[1]);
 
@@ -114,7 +116,11 @@ describe("deploy/k8s", () => {
     const files = readdirSync(dir).filter((f) => f.endsWith(".yaml") && f !== "kustomization.yaml");
     expect([...kustomization.resources].sort()).toEqual(files.sort());
     expect(kustomization.namespace).toBe("filerelay");
-    expect(kustomization.images.map((i) => i.name).sort()).toEqual(["filerelay/consumer", "filerelay/producer"]);
+    expect(kustomization.images.map((i) => i.name).sort()).toEqual([
+      "filerelay/consumer",
+      "filerelay/gateway",
+      "filerelay/producer",
+    ]);
     for (const d of deployments) {
       for (const c of [...d.spec.template.spec.containers, ...(d.spec.template.spec.initContainers ?? [])]) {
         const [image] = c.image.split(":");
@@ -128,9 +134,9 @@ describe("deploy/k8s", () => {
     expect(consumers.length).toBeGreaterThanOrEqual(1);
   });
 
-  for (const kind of ["producer", "consumer"] as const) {
+  for (const kind of ["producer", "consumer", "gateway"] as const) {
     describe(`${kind} Deployments`, () => {
-      const list = kind === "producer" ? producers : consumers;
+      const list = { producer: producers, consumer: consumers, gateway: gateways }[kind];
       const schema = schemas[kind];
       const defaultPort = schema.shape.HTTP_PORT.parse(undefined);
 
@@ -182,9 +188,11 @@ describe("deploy/k8s", () => {
       });
 
       it("keep their directories on persistent volumes", () => {
-        const dirsOf = { consumer: ["INPUT_DIR", "ARCHIVE_DIR", "ERROR_DIR"], producer: ["OUTPUT_DIR", "ERROR_DIR"] }[
-          kind
-        ];
+        const dirsOf = {
+          consumer: ["INPUT_DIR", "ARCHIVE_DIR", "ERROR_DIR"],
+          producer: ["OUTPUT_DIR", "ERROR_DIR"],
+          gateway: ["GATEWAY_UPLOAD_DIR"],
+        }[kind];
         for (const d of list) {
           const spec = d.spec.template.spec;
           const c = spec.containers[0]!;
