@@ -10,11 +10,13 @@ import { format, resolveConfig } from "prettier";
 import { renderConfigReference, replaceConfigReference } from "../packages/core/dist/internal.js";
 import { consumerEnvSchema } from "../packages/consumer/dist/index.js";
 import { producerEnvSchema } from "../packages/producer/dist/index.js";
+import { gatewayEnvSchema } from "../packages/gateway/dist/index.js";
 
 const readme = fileURLToPath(new URL("../README.md", import.meta.url));
 const table = renderConfigReference([
   { service: "consumer", shape: consumerEnvSchema.shape },
   { service: "producer", shape: producerEnvSchema.shape },
+  { service: "gateway", shape: gatewayEnvSchema.shape },
 ]);
 const updated = replaceConfigReference(readFileSync(readme, "utf8"), table);
 // Prettier aligns the table as `pnpm lint` expects it.

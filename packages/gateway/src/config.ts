@@ -15,9 +15,6 @@ const MiB = 1024 ** 2;
 
 export const gatewayEnvShape = {
   ...commonEnvShape({ httpPort: 8080 }),
-  HTTP_PORT: envInt("Port of the HTTP API, /docs, /healthz, /readyz and /metrics", { min: 0, max: 65535 }).default(
-    8080,
-  ),
   HTTP_HOST: envString("Address the HTTP API listens on").default("0.0.0.0"),
   HTTP_TLS_CERT: envString("PEM certificate: serve HTTPS instead of HTTP (with HTTP_TLS_KEY)").optional(),
   HTTP_TLS_KEY: envString("PEM private key of HTTP_TLS_CERT").optional(),
