@@ -1,8 +1,10 @@
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { startNats, startNodeProcess } from "./support/index.js";
+import { execFile } from "node:child_process";
+import { promisify } from "node:util";
+import { makeTestPki, startNats, startNodeProcess, waitFor } from "./support/index.js";
 import { auth, gatewayEntry, KEYS, startGateway, writeKeysFile } from "./gateway-support.js";
 
 // Operations of the built gateway: probes, metrics, OpenAPI, JSON errors, bad configuration, graceful stop.
@@ -105,5 +107,63 @@ describe("gateway: operations", () => {
     expect(await badKeys.exited()).toBe(78);
     expect(badKeys.stderr()).toMatch(/GATEWAY_API_KEYS_FILE: 0\.role/);
     expect(badKeys.stderr()).toMatch(/GATEWAY_API_KEYS_FILE: 0\.sha256/);
+  });
+
+  it("serves HTTPS with HTTP_TLS_CERT/HTTP_TLS_KEY (curl verifies it against the CA)", async () => {
+    await using nats = await startNats();
+    await using pki = await makeTestPki();
+    await using gw = await startGateway({
+      NATS_URL: nats.url,
+      GATEWAY_API_KEYS_FILE: await writeKeysFile(root),
+      GATEWAY_UPLOAD_DIR: join(root, "uploads"),
+      HTTP_TLS_CERT: pki.serverCert,
+      HTTP_TLS_KEY: pki.serverKey,
+    });
+    await writeFile(join(root, "t.csv"), "x,y\n");
+    const { stdout } = await promisify(execFile)("curl", [
+      "-sS",
+      "--cacert",
+      pki.caCert,
+      "-H",
+      `Authorization: Bearer ${KEYS.upload}`,
+      "-F",
+      `file=@${join(root, "t.csv")}`,
+      "-w",
+      "\n%{http_code}",
+      `https://127.0.0.1:${gw.port}/api/v1/files/upload`,
+    ]);
+    expect(stdout.trim().split("\n").at(-1)).toBe("201");
+    // Plain HTTP on the TLS port gets nowhere.
+    await expect(fetch(`http://127.0.0.1:${gw.port}/healthz`)).rejects.toThrow();
+  });
+
+  it("removes an abandoned chunked upload after UPLOAD_EXPIRY", async () => {
+    await using nats = await startNats();
+    await using gw = await startGateway({
+      NATS_URL: nats.url,
+      GATEWAY_API_KEYS_FILE: await writeKeysFile(root),
+      GATEWAY_UPLOAD_DIR: join(root, "uploads"),
+      UPLOAD_EXPIRY: "2s",
+    });
+    const init = await fetch(`${gw.url}/api/v1/files/upload/init`, {
+      method: "POST",
+      headers: { ...auth(KEYS.upload), "content-type": "application/json" },
+      body: JSON.stringify({ filename: "a.bin", size: 2048, chunk_size: 1024 }),
+    });
+    const plan = (await init.json()) as { file_id: string; upload_id: string };
+    const chunk = (n: number) =>
+      fetch(`${gw.url}/api/v1/files/upload/${plan.file_id}/chunk?upload_id=${plan.upload_id}&chunk_number=${n}`, {
+        method: "PUT",
+        headers: { ...auth(KEYS.upload), "content-type": "application/octet-stream" },
+        body: Buffer.alloc(1024, n),
+      });
+    expect((await chunk(1)).status).toBe(200);
+    const dir = join(root, "uploads", "chunked", plan.file_id);
+    await waitFor(async () => !(await stat(dir).catch(() => undefined)), {
+      timeoutMs: 30_000,
+      message: "the abandoned upload removed",
+    });
+    expect((await chunk(2)).status).toBe(404);
+    await gw.waitForLog((l) => l.msg === "expired abandoned uploads" && l.uploads === "chunked");
   });
 });
