@@ -21,6 +21,8 @@ afterEach(async () => {
 });
 
 const MiB = 1024 * 1024;
+/** Upload size in MiB: 200 keeps `pnpm test` quick; FILERELAY_GATEWAY_TEST_MB=2048 is the 2 GiB acceptance run. */
+const TEST_MB = Number(process.env.FILERELAY_GATEWAY_TEST_MB ?? 200);
 
 async function randomFile(path: string, size: number): Promise<string> {
   const hash = createHash("sha256");
@@ -75,73 +77,77 @@ async function peakRss(pid: number): Promise<number> {
 }
 
 describe("gateway: tus", () => {
-  it("tus-js-client: 200 MB with the connection cut and the gateway SIGKILLed mid-way completes, SHA-256 equal", async () => {
-    await using nats = await startNats();
-    const env = {
-      NATS_URL: nats.url,
-      GATEWAY_API_KEYS_FILE: await writeKeysFile(root),
-      GATEWAY_UPLOAD_DIR: join(root, "uploads"),
-      LOG_LEVEL: "info",
-    };
-    let gw: Gateway = await startGateway(env);
-    const proxy = await cuttableProxy(gw.port);
-    const out = join(root, "out");
-    await using producer = startService(
-      "producer",
-      producerEnv(nats.url, { OUTPUT_DIR: out, ORGANIZE_BY: "none", LOG_LEVEL: "info" }),
-    );
-    const src = join(root, "video.bin");
-    const size = 200 * MiB + 4321;
-    const sha = await randomFile(src, size);
+  it(
+    `tus-js-client: ${TEST_MB} MiB with the connection cut and the gateway SIGKILLed mid-way completes, SHA-256 equal`,
+    async () => {
+      await using nats = await startNats();
+      const env = {
+        NATS_URL: nats.url,
+        GATEWAY_API_KEYS_FILE: await writeKeysFile(root),
+        GATEWAY_UPLOAD_DIR: join(root, "uploads"),
+        LOG_LEVEL: "info",
+      };
+      let gw: Gateway = await startGateway(env);
+      const proxy = await cuttableProxy(gw.port);
+      const out = join(root, "out");
+      await using producer = startService(
+        "producer",
+        producerEnv(nats.url, { OUTPUT_DIR: out, ORGANIZE_BY: "none", LOG_LEVEL: "info" }),
+      );
+      const src = join(root, "video.bin");
+      const size = TEST_MB * MiB + 4321;
+      const sha = await randomFile(src, size);
 
-    let cut = false;
-    let restarting: Promise<void> | undefined;
-    const events: string[] = [];
-    const fileId = await new Promise<string>((resolve, reject) => {
-      const upload = new Upload(createReadStream(src), {
-        endpoint: `http://127.0.0.1:${proxy.port}/api/v1/tus/`,
-        chunkSize: 32 * MiB,
-        uploadSize: size,
-        headers: auth(KEYS.upload),
-        metadata: { filename: "video.bin", path: "media" },
-        retryDelays: Array.from({ length: 40 }, () => 500),
-        onProgress: (sent) => {
-          if (!cut && sent > 50 * MiB) {
-            cut = true;
-            events.push(`cut at ${sent}`);
-            proxy.cut();
-          } else if (cut && !restarting && sent > 120 * MiB) {
-            events.push(`kill at ${sent}`);
-            restarting = (async () => {
-              await gw.kill();
-              gw = await startGateway(env, gw.port);
-            })();
-          }
-        },
-        onAfterResponse: (_req, res) => {
-          const id = res.getHeader("Filerelay-File-Id");
-          if (id) resolve(id);
-        },
-        onError: reject,
+      let cut = false;
+      let restarting: Promise<void> | undefined;
+      const events: string[] = [];
+      const fileId = await new Promise<string>((resolve, reject) => {
+        const upload = new Upload(createReadStream(src), {
+          endpoint: `http://127.0.0.1:${proxy.port}/api/v1/tus/`,
+          chunkSize: 32 * MiB,
+          uploadSize: size,
+          headers: auth(KEYS.upload),
+          metadata: { filename: "video.bin", path: "media" },
+          retryDelays: Array.from({ length: 40 }, () => 500),
+          onProgress: (sent) => {
+            if (!cut && sent > size / 4) {
+              cut = true;
+              events.push(`cut at ${sent}`);
+              proxy.cut();
+            } else if (cut && !restarting && sent > size * 0.6) {
+              events.push(`kill at ${sent}`);
+              restarting = (async () => {
+                await gw.kill();
+                gw = await startGateway(env, gw.port);
+              })();
+            }
+          },
+          onAfterResponse: (_req, res) => {
+            const id = res.getHeader("Filerelay-File-Id");
+            if (id) resolve(id);
+          },
+          onError: reject,
+        });
+        upload.start();
       });
-      upload.start();
-    });
-    await restarting;
-    expect(events).toHaveLength(2);
+      await restarting;
+      expect(events).toHaveLength(2);
 
-    await waitFor(() => outcomeLines(producer).length >= 1, { timeoutMs: 180_000, message: "file written" });
-    const written = await listFiles(out);
-    expect(written).toHaveLength(1);
-    expect(await fileSha(join(out, written[0]!))).toBe(sha);
-    expect(outcomeLines(producer)[0]!).toMatchObject({ path: "media/video.bin", fileId });
-    // The finished upload is removed from GATEWAY_UPLOAD_DIR once published.
-    expect(await listFiles(join(root, "uploads", "tus"))).toEqual([]);
-    const rss = await peakRss(gw.pid);
-    console.log(`tus 200 MB: restarted gateway peak RSS ${Math.round(rss / MiB)} MiB; ${events.join(", ")}`);
-    expect(rss).toBeLessThan(200 * MiB);
-    await proxy.close();
-    await gw.stop();
-  }, 300_000);
+      await waitFor(() => outcomeLines(producer).length >= 1, { timeoutMs: 180_000, message: "file written" });
+      const written = await listFiles(out);
+      expect(written).toHaveLength(1);
+      expect(await fileSha(join(out, written[0]!))).toBe(sha);
+      expect(outcomeLines(producer)[0]!).toMatchObject({ path: "media/video.bin", fileId });
+      // The finished upload is removed from GATEWAY_UPLOAD_DIR once published.
+      expect(await listFiles(join(root, "uploads", "tus"))).toEqual([]);
+      const rss = await peakRss(gw.pid);
+      console.log(`tus ${TEST_MB} MiB: restarted gateway peak RSS ${Math.round(rss / MiB)} MiB; ${events.join(", ")}`);
+      expect(rss).toBeLessThan(200 * MiB);
+      await proxy.close();
+      await gw.stop();
+    },
+    300_000 + TEST_MB * 1000,
+  );
 
   it("creation, checksum (460 on a mismatch, nothing kept), termination, and the OPTIONS advertisement", async () => {
     await using nats = await startNats();

@@ -95,7 +95,8 @@ export async function buildServer(options: ServerOptions): Promise<FastifyInstan
     limits: {
       // One byte over the limit lets the gateway's own counter answer 413.
       fileSize: config.MAX_UPLOAD_SIZE + 1,
-      files: 1000,
+      // Files up to INLINE_MAX_BYTES wait in memory until the whole request is read: this bounds them.
+      files: 100,
       fields: 1000,
       fieldSize: 64 * 1024,
       parts: 2000,
