@@ -1,10 +1,11 @@
 import { createHash, randomBytes } from "node:crypto";
+import { createReadStream } from "node:fs";
 import { mkdtemp, open, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { startNats, startService, waitFor } from "./support/index.js";
-import { fileSha, listFiles, outcomeLines, producerEnv } from "./producer-support.js";
+import { listFiles, outcomeLines, producerEnv } from "./producer-support.js";
 import { auth, KEYS, startGateway, writeKeysFile } from "./gateway-support.js";
 
 // The chunked upload API against the built gateway: chunks out of order, one re-sent, a restart in the middle.
@@ -50,6 +51,13 @@ async function readChunk(path: string, n: number, chunkSize: number): Promise<Bu
 }
 
 /** Peak resident set size of a process, in bytes (VmHWM). */
+/** SHA-256 of a file, streamed (files over 2 GiB cannot be read whole). */
+async function fileSha(path: string): Promise<string> {
+  const hash = createHash("sha256");
+  for await (const chunk of createReadStream(path)) hash.update(chunk as Buffer);
+  return hash.digest("hex");
+}
+
 async function peakRss(pid: number): Promise<number> {
   const status = await readFile(`/proc/${pid}/status`, "utf8");
   const kb = /VmHWM:\s+(\d+) kB/.exec(status)?.[1];

@@ -7,7 +7,7 @@ import { join } from "node:path";
 import { Upload } from "tus-js-client";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { freePort, startNats, startService, waitFor } from "./support/index.js";
-import { fileSha, listFiles, outcomeLines, producerEnv, sha256 } from "./producer-support.js";
+import { listFiles, outcomeLines, producerEnv, sha256 } from "./producer-support.js";
 import { auth, KEYS, startGateway, writeKeysFile, type Gateway } from "./gateway-support.js";
 
 // tus 1.0 against the built gateway with the standard client (tus-js-client, Node).
@@ -69,6 +69,13 @@ async function cuttableProxy(targetPort: number): Promise<{ port: number; cut():
         server.close(() => resolve());
       }),
   };
+}
+
+/** SHA-256 of a file, streamed (files over 2 GiB cannot be read whole). */
+async function fileSha(path: string): Promise<string> {
+  const hash = createHash("sha256");
+  for await (const chunk of createReadStream(path)) hash.update(chunk as Buffer);
+  return hash.digest("hex");
 }
 
 async function peakRss(pid: number): Promise<number> {
