@@ -12,6 +12,7 @@ import { consumerEnvSchema } from "../packages/consumer/dist/index.js";
 import { producerEnvSchema } from "../packages/producer/dist/index.js";
 import { transformerEnvSchema } from "../packages/transformer/dist/index.js";
 import { batcherEnvSchema } from "../packages/batcher/dist/index.js";
+import { gatewayEnvSchema } from "../packages/gateway/dist/index.js";
 
 const readme = fileURLToPath(new URL("../README.md", import.meta.url));
 const table = renderConfigReference([
@@ -19,6 +20,7 @@ const table = renderConfigReference([
   { service: "producer", shape: producerEnvSchema.shape },
   { service: "transformer", shape: transformerEnvSchema.shape },
   { service: "batcher", shape: batcherEnvSchema.shape },
+  { service: "gateway", shape: gatewayEnvSchema.shape },
 ]);
 const updated = replaceConfigReference(readFileSync(readme, "utf8"), table);
 // Prettier aligns the table as `pnpm lint` expects it.

@@ -15,6 +15,7 @@ import { consumerEnvSchema } from "../packages/consumer/src/config.js";
 import { producerEnvSchema } from "../packages/producer/src/config.js";
 import { transformerEnvSchema } from "../packages/transformer/src/config.js";
 import { batcherEnvSchema } from "../packages/batcher/src/config.js";
+import { gatewayEnvSchema } from "../packages/gateway/src/config.js";
 
 const README = fileURLToPath(new URL("../README.md", import.meta.url));
 const sources: ConfigSchemaSource[] = [
@@ -22,6 +23,7 @@ const sources: ConfigSchemaSource[] = [
   { service: "producer", shape: producerEnvSchema.shape },
   { service: "transformer", shape: transformerEnvSchema.shape },
   { service: "batcher", shape: batcherEnvSchema.shape },
+  { service: "gateway", shape: gatewayEnvSchema.shape },
 ];
 /** What the README's table is generated from: every service (in the generator's order). */
 const allSources: ConfigSchemaSource[] = sources;
@@ -38,7 +40,7 @@ describe("README configuration reference", () => {
     expect(committed).toBe(extractConfigReference(regenerated));
   });
 
-  it("has a row for every variable of both services, with its default spelled as the environment would", () => {
+  it("has a row for every variable of every service, with its default spelled as the environment would", () => {
     const rows = configReferenceRows(sources);
     const variables = new Set(rows.map((r) => r.variable));
     for (const name of [
@@ -46,19 +48,28 @@ describe("README configuration reference", () => {
       ...Object.keys(producerEnvSchema.shape),
       ...Object.keys(transformerEnvSchema.shape),
       ...Object.keys(batcherEnvSchema.shape),
+      ...Object.keys(gatewayEnvSchema.shape),
     ]) {
       expect(variables.has(name), name).toBe(true);
     }
     const row = (variable: string) => rows.filter((r) => r.variable === variable);
-    // Common variables: one row for both services.
+    // Common variables: one row for every service.
     expect(row("NATS_URL")).toEqual([
       expect.objectContaining({
-        services: ["consumer", "producer", "transformer", "batcher"],
+        services: ["consumer", "producer", "transformer", "batcher", "gateway"],
         defaultValue: "nats://127.0.0.1:4222",
       }),
     ]);
     expect(row("HTTP_PORT")).toEqual([
-      expect.objectContaining({ defaultsByService: { consumer: "9464", producer: "9465", transformer: "9466", batcher: "9468" } }),
+      expect.objectContaining({
+        defaultsByService: {
+          consumer: "9464",
+          producer: "9465",
+          transformer: "9466",
+          batcher: "9468",
+          gateway: "8080",
+        },
+      }),
     ]);
     expect(row("INPUT_DIR")).toEqual([expect.objectContaining({ services: ["consumer"], required: true })]);
     expect(row("OUTPUT_DIR")).toEqual([expect.objectContaining({ required: false, defaultValue: null })]);

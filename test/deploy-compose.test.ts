@@ -9,6 +9,7 @@ import { describe, expect, it } from "vitest";
 import { consumerEnvSchema } from "../packages/consumer/src/config.js";
 import { producerEnvSchema } from "../packages/producer/src/config.js";
 import { batcherEnvSchema } from "../packages/batcher/src/config.js";
+import { gatewayEnvSchema } from "../packages/gateway/src/config.js";
 import { findNatsServer, freePort, guardChild, repoRoot, waitFor, waitForExit } from "./support/index.js";
 
 /**
@@ -59,7 +60,12 @@ function mergeCompose(base: ComposeFile, override: ComposeFile): ComposeFile {
 const envOf = (s: ComposeService): Record<string, string> =>
   Object.fromEntries(Object.entries(s.environment ?? {}).map(([k, v]) => [k, String(v)]));
 
-const schemas = { consumer: consumerEnvSchema, producer: producerEnvSchema, batcher: batcherEnvSchema } as const;
+const schemas = {
+  consumer: consumerEnvSchema,
+  producer: producerEnvSchema,
+  batcher: batcherEnvSchema,
+  gateway: gatewayEnvSchema,
+} as const;
 type Kind = keyof typeof schemas;
 /** The standard AWS credential chain: the only non-filerelay variables a producer reads. */
 const AWS_VARIABLES = new Set(["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"]);

@@ -6,6 +6,7 @@ import { createMetrics, silentLogger, startHttpServer } from "@filerelay/core/in
 import { consumerEnvSchema } from "../packages/consumer/src/config.js";
 import { producerEnvSchema } from "../packages/producer/src/config.js";
 import { batcherEnvSchema } from "../packages/batcher/src/config.js";
+import { gatewayEnvSchema } from "../packages/gateway/src/config.js";
 import { repoRoot } from "./support/index.js";
 
 /**
@@ -87,6 +88,7 @@ const services = {
   consumer: { schema: consumerEnvSchema, pkg: "@filerelay/consumer" },
   producer: { schema: producerEnvSchema, pkg: "@filerelay/producer" },
   batcher: { schema: batcherEnvSchema, pkg: "@filerelay/batcher" },
+  gateway: { schema: gatewayEnvSchema, pkg: "@filerelay/gateway" },
 } as const;
 type Service = keyof typeof services;
 const defaultHttpPort = (svc: Service): number => services[svc].schema.shape.HTTP_PORT.parse(undefined);

@@ -5,6 +5,7 @@ import { describe, expect, it } from "vitest";
 import { consumerEnvSchema } from "../packages/consumer/src/config.js";
 import { producerEnvSchema } from "../packages/producer/src/config.js";
 import { batcherEnvSchema } from "../packages/batcher/src/config.js";
+import { gatewayEnvSchema } from "../packages/gateway/src/config.js";
 import { repoRoot } from "./support/index.js";
 
 /**
@@ -88,8 +89,9 @@ const component = (d: Deployment) => d.metadata.labels?.["app.kubernetes.io/comp
 const producers = deployments.filter((d) => component(d) === "producer");
 const consumers = deployments.filter((d) => component(d) === "consumer");
 const batchers = deployments.filter((d) => component(d) === "batcher");
+const gateways = deployments.filter((d) => component(d) === "gateway");
 
-const schemas = { consumer: consumerEnvSchema, producer: producerEnvSchema } as const;
+const schemas = { consumer: consumerEnvSchema, producer: producerEnvSchema, gateway: gatewayEnvSchema } as const;
 const AWS_VARIABLES = new Set(["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"]);
 const dockerfileUid = Number(/^USER\s+(\d+)/m.exec(readFileSync(join(repoRoot, "deploy/Dockerfile"), "utf8"))?.[1]);
 
@@ -119,6 +121,7 @@ describe("deploy/k8s", () => {
     expect(kustomization.images.map((i) => i.name).sort()).toEqual([
       "filerelay/batcher",
       "filerelay/consumer",
+      "filerelay/gateway",
       "filerelay/producer",
     ]);
     for (const d of deployments) {
@@ -134,9 +137,9 @@ describe("deploy/k8s", () => {
     expect(consumers.length).toBeGreaterThanOrEqual(1);
   });
 
-  for (const kind of ["producer", "consumer"] as const) {
+  for (const kind of ["producer", "consumer", "gateway"] as const) {
     describe(`${kind} Deployments`, () => {
-      const list = kind === "producer" ? producers : consumers;
+      const list = { producer: producers, consumer: consumers, gateway: gateways }[kind];
       const schema = schemas[kind];
       const defaultPort = schema.shape.HTTP_PORT.parse(undefined);
 
@@ -188,9 +191,11 @@ describe("deploy/k8s", () => {
       });
 
       it("keep their directories on persistent volumes", () => {
-        const dirsOf = { consumer: ["INPUT_DIR", "ARCHIVE_DIR", "ERROR_DIR"], producer: ["OUTPUT_DIR", "ERROR_DIR"] }[
-          kind
-        ];
+        const dirsOf = {
+          consumer: ["INPUT_DIR", "ARCHIVE_DIR", "ERROR_DIR"],
+          producer: ["OUTPUT_DIR", "ERROR_DIR"],
+          gateway: ["GATEWAY_UPLOAD_DIR"],
+        }[kind];
         for (const d of list) {
           const spec = d.spec.template.spec;
           const c = spec.containers[0]!;

@@ -68,6 +68,16 @@ export const ERROR_CODES = {
   },
   ARCHIVE_CORRUPT: { permanent: true, description: "an archive is truncated or damaged and cannot be read" },
   CONVERT_FAILED: { permanent: true, description: "the file could not be converted (DuckDB's message says why)" },
+  // gateway (HTTP requests)
+  AUTH_REQUIRED: { permanent: true, description: "no valid API key (Authorization: Bearer <key>)" },
+  AUTH_FORBIDDEN: { permanent: true, description: "the API key's role does not allow this request" },
+  RATE_LIMITED: { permanent: false, description: "too many requests for this API key (RATE_LIMIT_PER_MINUTE)" },
+  REQUEST_INVALID: { permanent: true, description: "the request is malformed or incomplete" },
+  NOT_FOUND: { permanent: true, description: "no such file, upload or job" },
+  UPLOAD_TOO_LARGE: { permanent: true, description: "the upload exceeds MAX_UPLOAD_SIZE" },
+  UPLOAD_INCOMPLETE: { permanent: false, description: "chunks of the upload are still missing" },
+  JOB_ROOT_REFUSED: { permanent: true, description: "the folder is not under GATEWAY_JOB_ROOTS" },
+  INTERNAL_ERROR: { permanent: false, description: "the service failed unexpectedly" },
 } as const satisfies Record<string, { permanent: boolean; description: string }>;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

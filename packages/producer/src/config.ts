@@ -107,6 +107,9 @@ export const producerEnvShape = {
   ERROR_DIR: envString("Where dead-lettered envelopes are also written as YYYY-MM-DD/<id>.envelope.json").optional(),
   S3_BUCKET: envString("S3 bucket (required when SINK=s3)").optional(),
   S3_PREFIX: envString("Key prefix inside S3_BUCKET").optional(),
+  S3_ALLOWED_BUCKETS: envList(
+    "Buckets an envelope's ce-destination (e.g. an upload job's destination_bucket) may send a file to instead of S3_BUCKET (comma-separated); unset = ce-destination is ignored",
+  ).optional(),
   S3_ENDPOINT: envString("S3-compatible endpoint URL (MinIO, R2, …); unset = AWS").optional(),
   S3_REGION: envString("S3 region").default("us-east-1"),
   S3_FORCE_PATH_STYLE: envBool("Path-style bucket addressing (MinIO, s3rver)").default(false),

@@ -19,6 +19,8 @@ export interface S3SinkConfig {
   /** Default: when_required if S3_ENDPOINT is set (non-AWS stores), else when_supported. */
   S3_CHECKSUM_MODE?: "when_supported" | "when_required" | undefined;
   ON_CONFLICT?: ConflictMode | undefined;
+  /** Buckets an envelope's ce-destination may name instead of S3_BUCKET (unset: ce-destination is ignored). */
+  S3_ALLOWED_BUCKETS?: readonly string[] | undefined;
 }
 
 export interface S3SinkDeps {

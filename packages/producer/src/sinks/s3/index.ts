@@ -1,5 +1,5 @@
 /** The S3 sink (SINK=s3) and the pieces its tests use. */
-export { createS3Sink } from "./s3Sink.js";
+export { createS3Sink, targetBucket } from "./s3Sink.js";
 export { checksumMode, createS3Client, type S3SinkConfig, type S3SinkDeps } from "./client.js";
 export { toSinkError } from "./errors.js";
 export { normalizePrefix, objectKey } from "./keys.js";

@@ -11,6 +11,21 @@ import { createObjectInspector } from "./verify.js";
 const DEFAULT_STALE_UPLOAD_AGE_MS = 24 * 60 * 60 * 1000;
 
 /**
+ * The bucket a file goes to: its ce-destination when S3_ALLOWED_BUCKETS lists
+ * it, else S3_BUCKET. A destination outside the list is not honoured (and the
+ * caller logs it): the allow-list, not the publisher, decides where data may go.
+ */
+export function targetBucket(
+  defaultBucket: string,
+  allowed: readonly string[] | undefined,
+  destination: string | undefined,
+): { bucket: string; refused?: string } {
+  if (destination === undefined || destination === defaultBucket) return { bucket: defaultBucket };
+  if (allowed?.includes(destination)) return { bucket: destination };
+  return { bucket: defaultBucket, refused: destination };
+}
+
+/**
  * The S3 sink: streams each file into `S3_BUCKET` under `S3_PREFIX` (upload.ts),
  * then HEADs the object and checks size and sha256 metadata before reporting
  * success (verify.ts). What is already under the key decides ON_CONFLICT
@@ -27,21 +42,41 @@ export function createS3Sink(config: S3SinkConfig, deps: S3SinkDeps): Sink {
   const ownsClient = deps.client === undefined;
   const client = deps.client ?? createS3Client(config, deps.credentials);
   const log = deps.log;
-  const uploader = createUploader({
-    client,
-    bucket,
-    partSize: config.S3_PART_SIZE,
-    queueSize: config.S3_QUEUE_SIZE,
-    useSha256,
-    log,
+  const forBucket = (name: string) => ({
+    uploader: createUploader({
+      client,
+      bucket: name,
+      partSize: config.S3_PART_SIZE,
+      queueSize: config.S3_QUEUE_SIZE,
+      useSha256,
+      log,
+    }),
+    objects: createObjectInspector(client, name, useSha256),
+    location: (key: string) => `s3://${name}/${key}`,
   });
-  const objects = createObjectInspector(client, bucket, useSha256);
+  const main = forBucket(bucket);
+  const { uploader } = main;
+  // One uploader and inspector per destination bucket, made on first use (S3_ALLOWED_BUCKETS bounds them).
+  const byBucket = new Map([[bucket, main]]);
+  const target = (req: SinkWriteRequest) => {
+    const chosen = targetBucket(bucket, config.S3_ALLOWED_BUCKETS, req.envelope.extensions?.destination);
+    if (chosen.refused !== undefined) {
+      req.log.warn(
+        { destination: chosen.refused, bucket },
+        "ce-destination is not in S3_ALLOWED_BUCKETS; writing to S3_BUCKET",
+      );
+    }
+    let t = byBucket.get(chosen.bucket);
+    if (!t) byBucket.set(chosen.bucket, (t = forBucket(chosen.bucket)));
+    return { ...t, bucket: chosen.bucket };
+  };
   let closed = false;
 
-  const location = (key: string) => `s3://${bucket}/${key}`;
-
   /** The key to upload to and how, or the outcome when there is nothing to upload. */
-  const place = async (req: SinkWriteRequest): Promise<{ key: string; createOnly: boolean } | SinkWriteResult> => {
+  const place = async (
+    req: SinkWriteRequest,
+    { objects, location, bucket }: ReturnType<typeof target>,
+  ): Promise<{ key: string; createOnly: boolean } | SinkWriteResult> => {
     const { envelope } = req;
     for (let n = 0; n <= MAX_CONFLICT_SUFFIX; n++) {
       const key = objectKey(prefix, conflictCandidate(req.path, n));
@@ -68,12 +103,13 @@ export function createS3Sink(config: S3SinkConfig, deps: S3SinkDeps): Sink {
 
   const write = async (req: SinkWriteRequest): Promise<SinkWriteResult> => {
     if (closed) throw new SinkError("SHUTDOWN", "the S3 sink is closed");
-    const placed = await place(req);
+    const t = target(req);
+    const placed = await place(req, t);
     if ("outcome" in placed) return placed;
-    await uploader.upload(req, placed.key, placed.createOnly);
+    await t.uploader.upload(req, placed.key, placed.createOnly);
     req.progress();
-    await objects.verify(placed.key, req.envelope);
-    return { outcome: "written", location: location(placed.key), bytes: req.envelope.size };
+    await t.objects.verify(placed.key, req.envelope);
+    return { outcome: "written", location: t.location(placed.key), bytes: req.envelope.size };
   };
 
   const checkReady = async (): Promise<void> => {
