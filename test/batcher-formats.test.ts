@@ -52,7 +52,7 @@ describe("batcher: formats", () => {
     await waitFor(() => outcomeLines(producer).length >= 1, { timeoutMs: 60_000, message: "a batch written" });
     const files = await readOutputs(out);
     expect(files).toHaveLength(1);
-    expect(files[0]!.name).toMatch(/^\d{8}_\d{6}(-\d+)?_acm\.xml$/);
+    expect(files[0]!.name).toMatch(/^\d{8}_\d{6}_acm(_\d{3})?\.xml$/);
     const text = files[0]!.content.toString("utf8");
     expect(text.match(/<\?xml/g)).toHaveLength(1);
     expect(text.startsWith('<?xml version="1.0" encoding="UTF-8"?>\n<EVENTS>\n')).toBe(true);
@@ -83,7 +83,7 @@ describe("batcher: formats", () => {
     await pub.publishAll("events.acm", events, 1);
     await waitFor(() => outcomeLines(producer).length >= 1, { timeoutMs: 60_000, message: "a batch written" });
     const files = await readOutputs(out);
-    expect(files.map((f) => f.name)).toEqual([expect.stringMatching(/^\d{8}_\d{6}(-\d+)?_raw\.xml$/)]);
+    expect(files.map((f) => f.name)).toEqual([expect.stringMatching(/^\d{8}_\d{6}_raw(_\d{3})?\.xml$/)]);
     expect(files[0]!.content.toString("utf8")).toBe(events.map((e) => `${e}\n`).join(""));
     expect(published(batcher)[0]).toMatchObject({ raw: true, events: 50 });
   });
@@ -103,7 +103,7 @@ describe("batcher: formats", () => {
     );
     await waitFor(() => outcomeLines(producer).length >= 1, { timeoutMs: 60_000, message: "a batch written" });
     const files = await readOutputs(out);
-    expect(files.map((f) => f.name)).toEqual([expect.stringMatching(/^\d{8}_\d{6}(-\d+)?\.json$/)]);
+    expect(files.map((f) => f.name)).toEqual([expect.stringMatching(/^\d{8}_\d{6}(_\d{3})?\.json$/)]);
     const array = JSON.parse(files[0]!.content.toString("utf8")) as Record<string, unknown>[];
     expect(array).toHaveLength(1000);
     expect(array[999]).toEqual({ "#name": "event", "@id": "999", "@type": "login", user: "u999", note: "a & b" });
