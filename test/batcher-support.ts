@@ -25,6 +25,8 @@ export function batcherEnv(natsUrl: string, spoolDir: string, extra: Record<stri
     EVENTS_ACK_WAIT_MS: "8000",
     BATCH_SPOOL_DIR: spoolDir,
     SHUTDOWN_TIMEOUT_MS: "10000",
+    // A restart after a kill waits for the killed process's lease to run out.
+    BATCH_LEASE_MS: "3000",
     ...extra,
   };
 }
