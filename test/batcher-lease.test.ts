@@ -143,4 +143,63 @@ describe("batcher: one replica per BATCH_GROUP", () => {
     const twice = [...counts].filter(([, n]) => n !== 1);
     expect(twice, "events in more than one file").toEqual([]);
   });
+
+  it("a holder paused past its lease (SIGSTOP) publishes nothing more once resumed and exits with LEASE_LOST; every event lands once", async () => {
+    await using nats = await startNats();
+    const out = join(root, "out");
+    const env = (name: string) =>
+      batcherEnv(nats.url, join(root, `spool-${name}`), {
+        BATCH_FORMAT: "jsonl",
+        ROTATION_INTERVAL_MS: "1000",
+        ROTATION_CHECK_MS: "100",
+        EVENTS_ACK_WAIT_MS: "5000",
+        BATCH_LEASE_MS: "3000",
+      });
+    await using producer = startBatchProducer(nats.url, out);
+    await using pub = await eventPublisher(nats.url);
+    await using a = startBatcher(env("a"));
+    await a.waitForLog((l) => l.msg === "batcher started", 60_000);
+    await using b = startBatcher(env("b"));
+    await b.waitForLog(isWaiting, 60_000, "b waits for the lease");
+    const events = (from: number, n: number) => Array.from({ length: n }, (_, i) => JSON.stringify({ id: from + i }));
+
+    await pub.publishAll("events.pause", events(0, 500), 8);
+    await waitFor(() => published(a).length >= 1, { timeoutMs: 60_000, message: "a publishes" });
+    // An open window in a when it is paused: those events are a's until their ack wait runs out.
+    await pub.publishAll("events.pause", events(500, 500), 8);
+    process.kill(a.pid, "SIGSTOP");
+    const before = published(a).length;
+    let resumed = false;
+    try {
+      await b.waitForLog((l) => l.msg === HOLDING, 60_000, "b takes over from the paused holder");
+      await pub.publishAll("events.pause", events(1000, 500), 8);
+      process.kill(a.pid, "SIGCONT");
+      resumed = true;
+      expect(await a.exited(30_000)).toBe(1);
+    } finally {
+      if (!resumed) process.kill(a.pid, "SIGCONT");
+    }
+    expect(a.logs().some((l) => l.msg === "lost the lease of the batch group: stopping without publishing")).toBe(true);
+    expect(a.stderr()).toContain("LEASE_LOST");
+    expect(published(a).length, "a published nothing after it lost the lease").toBe(before);
+
+    await waitFor(async () => (await idCounts(out)).size >= 1500, {
+      timeoutMs: 120_000,
+      message: "all 1500 events in files",
+    });
+    // Redeliveries of anything b acknowledged late come within one ack wait: give them that long.
+    await new Promise((r) => setTimeout(r, 6000));
+    expect(await b.stop()).toBe(0);
+    const batches = [...published(a), ...published(b)].filter((l) => l.duplicate !== true).length;
+    await waitFor(() => outcomeLines(producer).length >= batches, {
+      timeoutMs: 30_000,
+      message: "every published batch written",
+    });
+    const counts = await idCounts(out);
+    expect(counts.size).toBe(1500);
+    expect(
+      [...counts].filter(([, n]) => n !== 1),
+      "events in more than one file",
+    ).toEqual([]);
+  });
 });
