@@ -52,14 +52,14 @@ describe("batcher: crashes", () => {
     let batchesPublished = 0;
     // The batcher provisions the events stream: publish only once it exists.
     await batcher.waitForLog((l) => l.msg === "batcher started", 60_000);
-    // A steady trickle (about 10 s) so that every kill falls in an open window.
+    // A steady trickle (about 20 s: each restart first waits for the killed one's lease) so that every kill falls in an open window.
     const sending = (async () => {
       while (sent < total) {
         const n = Math.min(40, total - sent);
         const chunk = Array.from({ length: n }, (_, i) => JSON.stringify({ id: sent + i, at: Date.now() }));
         await pub.publishAll("events.crash", chunk, 8);
         sent += n;
-        await new Promise((r) => setTimeout(r, 100));
+        await new Promise((r) => setTimeout(r, 200));
       }
     })();
 

@@ -6,13 +6,15 @@ import { XmlToJson } from "../packages/batcher/src/xml.js";
 import {
   batcherEnv,
   eventPublisher,
+  httpGet,
+  metricSample,
   published,
   readOutputs,
   startBatcher,
   startBatchProducer,
 } from "./batcher-support.js";
 import { outcomeLines } from "./producer-support.js";
-import { startNats, waitFor } from "./support/index.js";
+import { freePort, startNats, waitFor } from "./support/index.js";
 
 // events on NATS → batcher → FILES → producer (fs), all real processes (`pnpm build` first).
 
@@ -35,12 +37,17 @@ function parseXmlBatch(text: string): ReturnType<XmlToJson["take"]> {
 }
 
 describe("batcher: formats", () => {
-  it("wraps 1,000 XML events in one file: one declaration, one <EVENTS> root, 1,000 children; an idle interval makes no file", async () => {
+  it("wraps 1,000 XML events in one file: one declaration, one <EVENTS> root, 1,000 children; /metrics counts them in and out; an idle interval makes no file", async () => {
     await using nats = await startNats();
     const out = join(root, "out");
+    const httpPort = await freePort();
     await using batcher = startBatcher(
       // An interval long enough for 1,000 publishes on a loaded machine: one window.
-      batcherEnv(nats.url, join(root, "spool"), { BATCH_KEY: "2", ROTATION_INTERVAL_MS: "4000" }),
+      batcherEnv(nats.url, join(root, "spool"), {
+        BATCH_KEY: "2",
+        ROTATION_INTERVAL_MS: "4000",
+        HTTP_PORT: String(httpPort),
+      }),
     );
     await batcher.waitForLog((l) => l.msg === "batcher started");
     await using producer = startBatchProducer(nats.url, out);
@@ -52,7 +59,7 @@ describe("batcher: formats", () => {
     await waitFor(() => outcomeLines(producer).length >= 1, { timeoutMs: 60_000, message: "a batch written" });
     const files = await readOutputs(out);
     expect(files).toHaveLength(1);
-    expect(files[0]!.name).toMatch(/^\d{8}_\d{6}(-\d+)?_acm\.xml$/);
+    expect(files[0]!.name).toMatch(/^\d{8}_\d{6}_acm(_\d{3})?\.xml$/);
     const text = files[0]!.content.toString("utf8");
     expect(text.match(/<\?xml/g)).toHaveLength(1);
     expect(text.startsWith('<?xml version="1.0" encoding="UTF-8"?>\n<EVENTS>\n')).toBe(true);
@@ -62,6 +69,15 @@ describe("batcher: formats", () => {
     expect(events).toHaveLength(1000);
     expect(events.map((e) => e["@id"])).toEqual(Array.from({ length: 1000 }, (_, i) => String(i)));
     expect(events[7]).toEqual({ "#name": "event", "@id": "7", "@type": "login", user: "u7", note: "a & b" });
+
+    // What an operator's dashboard reads after that one window.
+    await waitFor(() => published(batcher).length >= 1, { timeoutMs: 30_000, message: "the batch logged" });
+    const metrics = (await httpGet(httpPort, "/metrics")).text;
+    expect(metricSample(metrics, "filerelay_batcher_events_total", { input: "nats" })).toBe(1000);
+    expect(metricSample(metrics, "filerelay_batcher_batches_total", { reason: "time" })).toBe(1);
+    expect(metricSample(metrics, "filerelay_batcher_events_out_total")).toBe(1000);
+    expect(metricSample(metrics, "filerelay_batcher_window_events")).toBe(0);
+    expect((await httpGet(httpPort, "/readyz")).status).toBe(200);
 
     // Two more intervals with no event: still one file (an absence can only be seen by waiting).
     const checksBefore = published(batcher).length;
@@ -83,7 +99,7 @@ describe("batcher: formats", () => {
     await pub.publishAll("events.acm", events, 1);
     await waitFor(() => outcomeLines(producer).length >= 1, { timeoutMs: 60_000, message: "a batch written" });
     const files = await readOutputs(out);
-    expect(files.map((f) => f.name)).toEqual([expect.stringMatching(/^\d{8}_\d{6}(-\d+)?_raw\.xml$/)]);
+    expect(files.map((f) => f.name)).toEqual([expect.stringMatching(/^\d{8}_\d{6}_raw(_\d{3})?\.xml$/)]);
     expect(files[0]!.content.toString("utf8")).toBe(events.map((e) => `${e}\n`).join(""));
     expect(published(batcher)[0]).toMatchObject({ raw: true, events: 50 });
   });
@@ -103,7 +119,7 @@ describe("batcher: formats", () => {
     );
     await waitFor(() => outcomeLines(producer).length >= 1, { timeoutMs: 60_000, message: "a batch written" });
     const files = await readOutputs(out);
-    expect(files.map((f) => f.name)).toEqual([expect.stringMatching(/^\d{8}_\d{6}(-\d+)?\.json$/)]);
+    expect(files.map((f) => f.name)).toEqual([expect.stringMatching(/^\d{8}_\d{6}(_\d{3})?\.json$/)]);
     const array = JSON.parse(files[0]!.content.toString("utf8")) as Record<string, unknown>[];
     expect(array).toHaveLength(1000);
     expect(array[999]).toEqual({ "#name": "event", "@id": "999", "@type": "login", user: "u999", note: "a & b" });

@@ -25,6 +25,8 @@ export function batcherEnv(natsUrl: string, spoolDir: string, extra: Record<stri
     EVENTS_ACK_WAIT_MS: "8000",
     BATCH_SPOOL_DIR: spoolDir,
     SHUTDOWN_TIMEOUT_MS: "10000",
+    // A restart after a kill waits for the killed process's lease to run out.
+    BATCH_LEASE_MS: "3000",
     ...extra,
   };
 }
@@ -72,4 +74,21 @@ export async function eventPublisher(url: string): Promise<EventPublisher> {
     },
     [Symbol.asyncDispose]: () => nc.close(),
   };
+}
+
+/** GET on a service's HTTP port: status and body. */
+export async function httpGet(port: number, path: string): Promise<{ status: number; text: string }> {
+  const res = await fetch(`http://127.0.0.1:${port}${path}`);
+  return { status: res.status, text: await res.text() };
+}
+
+/** The value of one sample in Prometheus text (labels not named are ignored), or undefined. */
+export function metricSample(text: string, name: string, labels: Record<string, string> = {}): number | undefined {
+  for (const line of text.split("\n")) {
+    const m = /^([a-zA-Z_:][\w:]*)(?:\{(.*)\})? (\S+)$/.exec(line);
+    if (!m || m[1] !== name) continue;
+    const have = new Map([...(m[2] ?? "").matchAll(/(\w+)="([^"]*)"/g)].map((x) => [x[1], x[2]] as const));
+    if (Object.entries(labels).every(([k, v]) => have.get(k) === v)) return Number(m[3]);
+  }
+  return undefined;
 }

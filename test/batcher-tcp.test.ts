@@ -64,9 +64,10 @@ describe("batcher: TCP input", () => {
     expect(reply.trimEnd().split("\n").at(-1)).toBe("ACK 10000");
 
     // One input after the other, so that each fills its own windows the same way.
+    const ofKey = (key: string) => (name: string) => new RegExp(`_${key}(_\\d{3})?\\.`).test(name);
     const eventsOf = (key: string) =>
       published(batcher)
-        .filter((l) => String(l.path).includes(`_${key}.`))
+        .filter((l) => ofKey(key)(String(l.path)))
         .reduce((n, l) => n + Number(l.events), 0);
     await waitFor(() => eventsOf("tcp") === 10_000, { timeoutMs: 60_000, message: "the TCP events batched" });
     await using pub = await eventPublisher(nats.url);
@@ -81,10 +82,13 @@ describe("batcher: TCP input", () => {
       message: `${batches.length} batches written`,
     });
     const files = await readOutputs(out);
-    // In the order the batcher published them (a name's `-N` suffix does not sort after the plain name).
-    const order = batches.map((l) => String(l.path));
+    // Sorted by name is the order the batcher closed them (same-second batches are numbered _002, _003 …).
     const byKey = (key: string) =>
-      files.filter((f) => f.name.includes(`_${key}.`)).sort((a, b) => order.indexOf(a.name) - order.indexOf(b.name));
+      files.filter((f) => ofKey(key)(f.name)).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    const order = batches.map((l) => String(l.path));
+    for (const key of ["tcp", "nats"]) {
+      expect(byKey(key).map((f) => f.name)).toEqual(order.filter(ofKey(key)));
+    }
     const tcpFiles = byKey("tcp");
     const natsFiles = byKey("nats");
     expect(tcpFiles.length).toBeGreaterThan(1);

@@ -54,8 +54,14 @@ interface ClosedWindow {
 }
 
 export interface Batcher extends AsyncDisposable {
-  /** Resolves once recovery is done and events are being consumed. */
+  /** Stops consuming and publishes the open window and every closed one (up to SHUTDOWN_TIMEOUT_MS). */
   close(): Promise<void>;
+  /**
+   * Stops at once without publishing anything more (the lease is gone: another
+   * replica works now). Events not yet in a published batch come back to it
+   * after EVENTS_ACK_WAIT_MS; close() afterwards does nothing more.
+   */
+  abandon(): Promise<void>;
 }
 
 export interface BatcherDeps {
@@ -65,6 +71,8 @@ export interface BatcherDeps {
   metrics: BatcherMetrics;
   /** Where each batch file is recorded (DESIGN §8); unset with STATUS=off. */
   status?: StatusLedger | undefined;
+  /** Throws when this replica may no longer start publishing a window (it lost its group's lease). */
+  guard?: () => void;
 }
 
 /** The ce-id of a batch: the same window and key always give the same id. */
@@ -106,6 +114,8 @@ export async function startBatcher(deps: BatcherDeps): Promise<Batcher> {
       runs: w.runs,
       batches: w.batches.map(({ spoolPath: _s, ...b }) => b),
     };
+    // Not a new window without the lease; one being published finishes (its acks prevent a second copy).
+    deps.guard?.();
     if (!recovered) await retrying("record the window", () => intents.put(w.key, intent));
     for (const b of w.batches) {
       const started = Date.now();
@@ -230,6 +240,7 @@ export async function startBatcher(deps: BatcherDeps): Promise<Batcher> {
 
   let working: Promise<void> | undefined;
   const kick = () => {
+    let failed = false;
     working ??= (async () => {
       while (queue.length > 0) {
         await publishWindow(queue[0]!, false);
@@ -237,11 +248,15 @@ export async function startBatcher(deps: BatcherDeps): Promise<Batcher> {
       }
     })()
       .catch((err: unknown) => {
+        failed = true;
         if (!stopController.signal.aborted) log.error({ err: describeError(err) }, "publishing stopped");
       })
       .finally(() => {
         working = undefined;
-        if (queue.length > 0 && !stopController.signal.aborted) kick();
+        if (queue.length === 0 || stopController.signal.aborted) return;
+        // After a failure (the guard), not at once: that would spin without yielding to timers.
+        if (failed) setTimeout(kick, 1000).unref();
+        else kick();
       });
   };
 
@@ -346,7 +361,20 @@ export async function startBatcher(deps: BatcherDeps): Promise<Batcher> {
     })();
     return closing;
   };
-  return { close, [Symbol.asyncDispose]: close };
+  const abandon = () => {
+    closing ??= (async () => {
+      stopping = true;
+      clearInterval(timer);
+      stopController.abort();
+      queue.length = 0;
+      await messages.close().catch(() => undefined);
+      await consuming;
+      // An in-flight publish may still finish and acknowledge its events; not waited for long.
+      if (working) await Promise.race([working, sleep(5000)]);
+    })();
+    return closing;
+  };
+  return { close, abandon, [Symbol.asyncDispose]: close };
 }
 
 /**

@@ -40,8 +40,12 @@ export const batcherEnvShape = {
     "Stream that keeps events until they are in a published batch (provisioned by the batcher)",
   ).default("EVENTS"),
   BATCH_GROUP: envName(
-    "The batcher's durable consumer on EVENTS_STREAM; run one batcher replica per group (its in-flight batches are recovered by the next start of that group)",
+    "The batcher's durable consumer on EVENTS_STREAM; one replica per group works at a time (it holds the group's lease), others wait not ready and take over its recorded windows",
   ).default("batcher"),
+  BATCH_LEASE_MS: envInt(
+    "How long the working replica's hold on its BATCH_GROUP lasts unrenewed (renewed every third of it); a waiting replica takes over this long after the holder dies, at once after a clean stop",
+    { min: 1000, max: 600_000 },
+  ).default(15_000),
   BATCH_FORMAT: envChoice(
     BATCH_FORMATS,
     "xml: declarations stripped, events wrapped in one BATCH_XML_ROOT under one declaration; jsonl: one JSON value per line; raw: event bytes, one event per line",

@@ -6,6 +6,7 @@ import {
   connectNats,
   openServiceLedger,
   createLogger,
+  describeError,
   natsReadiness,
   provision,
   redactConfig,
@@ -19,6 +20,7 @@ import {
 import { startBatcher } from "./batcher.js";
 import { loadBatcherConfig } from "./config.js";
 import { provisionEvents } from "./eventsStream.js";
+import { LeaseLostError, startGroupLease } from "./groupLease.js";
 import { createBatcherMetrics } from "./metrics.js";
 import { startTcpInput } from "./tcpInput.js";
 
@@ -72,10 +74,46 @@ async function main({ signal }: ServiceContext): Promise<void> {
     await provisionEvents(nc, config, log);
     await using _sweep = startPayloadSweep(nc, config, log);
     await using _connectionMetrics = watchNatsConnection(nc, metrics);
+    const conn = nc;
+    // Before the lease is held: a waiting replica answers /readyz with why it is not ready.
+    await using lease = startGroupLease(nc, {
+      stream: config.STREAM,
+      eventsStream: config.EVENTS_STREAM,
+      group: config.BATCH_GROUP,
+      durationMs: config.BATCH_LEASE_MS,
+      log,
+    });
+    await using _http =
+      config.HTTP_PORT === 0
+        ? undefined
+        : await startHttpServer({
+            port: config.HTTP_PORT,
+            log,
+            metrics,
+            ready: async () => {
+              if (!lease.held()) {
+                throw new Error(`waiting for the lease of batch group ${config.BATCH_GROUP} (another replica works)`);
+              }
+              await natsReadiness(conn);
+            },
+          });
+    if (!(await lease.acquire(signal))) {
+      log.info("stopped while waiting for the lease");
+      return;
+    }
     // Each batch file is recorded in the status ledger (STATUS=off: nowhere).
     const status = await openServiceLedger(nc, config, "batcher", log, config.SINK_GROUPS);
     await using _status = status;
-    await using batcher = await startBatcher({ config, nc, log, metrics, status });
+    await using batcher = await startBatcher({
+      config,
+      nc,
+      log,
+      metrics,
+      status,
+      guard: () => {
+        if (!lease.held()) throw new LeaseLostError("LEASE_LOST", "no longer holding the lease of the batch group");
+      },
+    });
     await using tcp =
       config.TCP_PORT === undefined
         ? undefined
@@ -89,13 +127,16 @@ async function main({ signal }: ServiceContext): Promise<void> {
             log,
             metrics,
           });
-    const conn = nc;
-    await using _http =
-      config.HTTP_PORT === 0
-        ? undefined
-        : await startHttpServer({ port: config.HTTP_PORT, log, metrics, ready: () => natsReadiness(conn) });
     log.info({ tcpPort: tcp?.port }, "batcher started");
-    await aborted(signal);
+    try {
+      await Promise.race([aborted(signal), lease.lost]);
+    } catch (err) {
+      // Another replica may be working now: publish nothing more, exit and come back as a waiting replica.
+      log.error({ err: describeError(err) }, "lost the lease of the batch group: stopping without publishing");
+      await tcp?.close();
+      await batcher.abandon();
+      throw err;
+    }
     log.info("stopping: closing the TCP listener, then publishing the open window");
     // The listener first: what it stored still goes into the last window.
     await tcp?.close();

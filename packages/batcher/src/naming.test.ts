@@ -11,8 +11,32 @@ describe("batch file names", () => {
       "20250729_161500_acm_raw.xml",
     );
     expect(batchFileName({ closedAt: at, key: "acm", raw: false, ext: "xml", ordinal: 2 })).toBe(
-      "20250729_161500-2_acm.xml",
+      "20250729_161500_acm_003.xml",
     );
+    expect(batchFileName({ closedAt: at, key: "acm", raw: true, ext: "xml", ordinal: 1 })).toBe(
+      "20250729_161500_acm_raw_002.xml",
+    );
+  });
+
+  it("sort in closing order within one second, after the batches of the second before", () => {
+    const earlier = new Date(at.getTime() - 1000);
+    for (const [key, raw] of [
+      [undefined, false],
+      ["acm", false],
+      ["acm", true],
+    ] as const) {
+      const o = new NameOrdinals();
+      const closings = [earlier, at, at, at, ...Array.from({ length: 12 }, () => at)];
+      const names = closings.map((closedAt) =>
+        batchFileName({ closedAt, key, raw, ext: "xml", ordinal: o.next(closedAt, key) }),
+      );
+      expect(new Set(names).size).toBe(names.length);
+      expect([...names].sort()).toEqual(names);
+    }
+    expect(["20250729_161500_acm_002.xml", "20250729_161500_acm.xml"].sort()).toEqual([
+      "20250729_161500_acm.xml",
+      "20250729_161500_acm_002.xml",
+    ]);
   });
 
   it("stay unique when several batches of one key close in the same second", () => {

@@ -1,7 +1,10 @@
 /**
- * Batch file names: `YYYYMMDD_HHMMSS[-N][_<key>][_raw].<ext>`, UTC at the
- * window's close. `-N` numbers the second and later batches of one key closed
- * within the same second, so no two batches share a name.
+ * Batch file names: `YYYYMMDD_HHMMSS[_<key>][_raw][_NNN].<ext>`, UTC at the
+ * window's close. `_002`, `_003` … number the second and later batches of one
+ * key (raw fallbacks counted apart) closed within the same second, so no two
+ * batches share a name, and a plain sort lists them in closing order: the
+ * suffix comes last, where the first batch's `.` sorts before `_`, and is
+ * zero-padded so `_010` sorts after `_009` (in order up to 999 per second).
  */
 
 export interface BatchNameParts {
@@ -32,9 +35,9 @@ export function safeKey(token: string): string {
 }
 
 export function batchFileName(parts: BatchNameParts): string {
-  const ordinal = parts.ordinal > 0 ? `-${parts.ordinal}` : "";
   const key = parts.key !== undefined ? `_${safeKey(parts.key)}` : "";
-  return `${utcStamp(parts.closedAt)}${ordinal}${key}${parts.raw ? "_raw" : ""}.${parts.ext}`;
+  const ordinal = parts.ordinal > 0 ? `_${pad(parts.ordinal + 1, 3)}` : "";
+  return `${utcStamp(parts.closedAt)}${key}${parts.raw ? "_raw" : ""}${ordinal}.${parts.ext}`;
 }
 
 /**

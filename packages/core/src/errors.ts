@@ -57,6 +57,10 @@ export const ERROR_CODES = {
   DLQ_PUBLISH_FAILED: { permanent: false, description: "could not publish to the dead-letter stream" },
   STATUS_WRITE_FAILED: { permanent: false, description: "the status ledger did not store an entry" },
   SHUTDOWN: { permanent: false, description: "the service is shutting down" },
+  LEASE_LOST: {
+    permanent: false,
+    description: "this replica lost (or could not renew) the lease that lets one replica of a group work",
+  },
   // transformer (stage)
   ARCHIVE_UNSAFE_PATH: {
     permanent: true,

@@ -1,3 +1,4 @@
+import { JetStreamApiCodes, JetStreamApiError } from "@nats-io/jetstream";
 import { Kvm, type KV } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 
@@ -7,6 +8,8 @@ import type { NatsConnection } from "@nats-io/transport-node";
  * revision-checked write, so of two replicas racing for an expired lease one
  * wins. A crashed holder's lease simply runs out. Holders never give a lease
  * back: the job runs at most once per lease duration across all replicas.
+ * A long-running holder (one replica doing the work, others standing by)
+ * renews it and may release it on a clean stop.
  */
 
 export interface LeaseValue {
@@ -36,8 +39,20 @@ export function leaseDecision(current: { value: string; revision: number } | nul
 export interface Lease {
   /** Takes the lease for `durationMs` when it is free or has run out; false when another holds it. */
   tryAcquire(): Promise<boolean>;
-  /** Extends a lease this process holds (false when it was lost meanwhile). */
+  /**
+   * Extends a lease this process holds: false when it was lost meanwhile
+   * (another write came first); throws on a transient error, still holding it.
+   */
   renew(): Promise<boolean>;
+  /** Gives a held lease back at once (best effort), so a waiting replica need not wait for it to run out. */
+  release(): Promise<void>;
+  /** The lease as stored now (null when nobody holds or ever held it), e.g. to say who holds it. */
+  read(): Promise<LeaseValue | null>;
+}
+
+/** Did a revision-checked write fail because the key had moved on? */
+function isWrongRevision(err: unknown): boolean {
+  return err instanceof JetStreamApiError && err.code === JetStreamApiCodes.StreamWrongLastSequence;
 }
 
 export function createLease(
@@ -75,9 +90,29 @@ export function createLease(
       try {
         held = await (await kv()).update(opts.key, value(), held);
         return true;
-      } catch {
+      } catch (err) {
+        if (!isWrongRevision(err)) throw err;
         held = undefined;
         return false;
+      }
+    },
+    async release() {
+      if (held === undefined) return;
+      const revision = held;
+      held = undefined;
+      // At the held revision, so a lease another replica has taken meanwhile stays.
+      await (await kv()).delete(opts.key, { previousSeq: revision }).catch(() => undefined);
+    },
+    async read() {
+      const entry = await (await kv()).get(opts.key);
+      if (!entry || entry.operation !== "PUT") return null;
+      try {
+        const lease = JSON.parse(entry.string()) as Partial<LeaseValue>;
+        return typeof lease.holder === "string" && typeof lease.until === "number"
+          ? { holder: lease.holder, until: lease.until }
+          : null;
+      } catch {
+        return null;
       }
     },
   };
