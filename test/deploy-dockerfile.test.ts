@@ -5,6 +5,7 @@ import { describe, expect, it } from "vitest";
 import { createMetrics, silentLogger, startHttpServer } from "@filerelay/core/internal";
 import { consumerEnvSchema } from "../packages/consumer/src/config.js";
 import { producerEnvSchema } from "../packages/producer/src/config.js";
+import { transformerEnvSchema } from "../packages/transformer/src/config.js";
 import { repoRoot } from "./support/index.js";
 
 /**
@@ -85,6 +86,7 @@ const jsonForm = (args: string | undefined): string[] => {
 const services = {
   consumer: { schema: consumerEnvSchema, pkg: "@filerelay/consumer" },
   producer: { schema: producerEnvSchema, pkg: "@filerelay/producer" },
+  transformer: { schema: transformerEnvSchema, pkg: "@filerelay/transformer" },
 } as const;
 type Service = keyof typeof services;
 const defaultHttpPort = (svc: Service): number => services[svc].schema.shape.HTTP_PORT.parse(undefined);
@@ -93,13 +95,13 @@ const defaultHttpPort = (svc: Service): number => services[svc].schema.shape.HTT
 const PLATFORM_VARIABLES = new Set(["NODE_ENV"]);
 
 describe("deploy/Dockerfile", () => {
-  it("builds on node:22-slim and has consumer and producer targets", () => {
+  it("builds on node:22-slim and has consumer, producer and transformer targets", () => {
     expect(dockerfile.args.get("NODE_IMAGE")).toBe("node:22-slim");
     for (const s of dockerfile.stages) {
       const isStage = dockerfile.stages.some((x) => x.name === s.from);
       expect(isStage || s.from === "node:22-slim", `${s.name} FROM ${s.from}`).toBe(true);
     }
-    for (const svc of ["consumer", "producer"] as const) {
+    for (const svc of ["consumer", "producer", "transformer"] as const) {
       expect(chain(svc).at(-1)!.from).toBe("node:22-slim");
     }
   });
@@ -136,7 +138,7 @@ describe("deploy/Dockerfile", () => {
     for (const pattern of ["**/node_modules", "**/dist", ".git", ".env", "data"]) expect(ignored).toContain(pattern);
   });
 
-  for (const svc of ["consumer", "producer"] as const) {
+  for (const svc of ["consumer", "producer", "transformer"] as const) {
     describe(`target ${svc}`, () => {
       it("runs as a numeric non-root user under tini", () => {
         const user = last(svc, "USER");
