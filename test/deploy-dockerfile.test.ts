@@ -6,6 +6,7 @@ import { createMetrics, silentLogger, startHttpServer } from "@filerelay/core/in
 import { consumerEnvSchema } from "../packages/consumer/src/config.js";
 import { producerEnvSchema } from "../packages/producer/src/config.js";
 import { transformerEnvSchema } from "../packages/transformer/src/config.js";
+import { createTransformerMetrics } from "../packages/transformer/src/metrics.js";
 import { repoRoot } from "./support/index.js";
 
 /**
@@ -198,7 +199,7 @@ describe("deploy/Dockerfile", () => {
             child.once("error", reject);
             child.once("exit", resolve);
           });
-        await using metrics = createMetrics(svc);
+        await using metrics = svc === "transformer" ? createTransformerMetrics() : createMetrics(svc);
         const http = await startHttpServer({
           port: 0,
           host: "127.0.0.1",
