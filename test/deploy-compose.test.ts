@@ -1,16 +1,29 @@
-import { spawn, type ChildProcess } from "node:child_process";
-import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { execFileSync, spawn, type ChildProcess } from "node:child_process";
+import { createHash } from "node:crypto";
+import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
-import { join, posix } from "node:path";
+import { basename, dirname, join, posix } from "node:path";
 import { jetstreamManager, StorageType } from "@nats-io/jetstream";
 import { connect } from "@nats-io/transport-node";
 import { parse } from "yaml";
+import type { z } from "zod";
 import { describe, expect, it } from "vitest";
 import { consumerEnvSchema } from "../packages/consumer/src/config.js";
 import { producerEnvSchema } from "../packages/producer/src/config.js";
 import { batcherEnvSchema } from "../packages/batcher/src/config.js";
 import { gatewayEnvSchema } from "../packages/gateway/src/config.js";
-import { findNatsServer, freePort, guardChild, repoRoot, waitFor, waitForExit } from "./support/index.js";
+import { transformerEnvSchema } from "../packages/transformer/src/config.js";
+import {
+  findNatsServer,
+  freePort,
+  guardChild,
+  repoRoot,
+  startNats,
+  startService,
+  waitFor,
+  waitForExit,
+} from "./support/index.js";
+import { startTransformer, transformerReady } from "./transformer-support.js";
 
 /**
  * `docker compose config` is not available here, so docker-compose.yml and the
@@ -65,6 +78,7 @@ const schemas = {
   producer: producerEnvSchema,
   batcher: batcherEnvSchema,
   gateway: gatewayEnvSchema,
+  transformer: transformerEnvSchema,
 } as const;
 type Kind = keyof typeof schemas;
 /** The standard AWS credential chain: the only non-filerelay variables a producer reads. */
@@ -100,6 +114,36 @@ function argValue(args: string[], flag: string): string | undefined {
   return undefined;
 }
 const argv = (c: ComposeService["command"]): string[] => (Array.isArray(c) ? c : (c ?? "").split(/\s+/));
+
+/** What every filerelay service of a compose file needs: a valid environment, its port, health check, restart policy and grace period. */
+function checkFilerelayServices(file: ComposeFile): void {
+  for (const [name, s, kind] of filerelayServices(file)) {
+    expect(s.build?.context).toBe(".");
+    expect(s.image).toMatch(new RegExp(`^filerelay/${kind}:`));
+    const env = envOf(s);
+    const schema = schemas[kind];
+    const known = new Set(Object.keys(schema.shape));
+    for (const key of Object.keys(env)) {
+      const ok = known.has(key) || (kind === "producer" && AWS_VARIABLES.has(key));
+      expect(ok, `${name}: ${key} is not a ${kind} variable`).toBe(true);
+      if (known.has(key)) expect(env[key], `${name}: ${key} must not need interpolation`).not.toContain("${");
+    }
+    const parsed = schema.safeParse(Object.fromEntries(Object.entries(env).filter(([k]) => known.has(k))));
+    expect(parsed.error?.issues ?? [], `${name}'s environment`).toEqual([]);
+    const port = String(parsed.data!.HTTP_PORT);
+    expect(port).toBe(String(schema.shape.HTTP_PORT.parse(undefined)));
+    expect(
+      s.ports?.some((p) => p.endsWith(`:${port}`)),
+      `${name} publishes ${port}`,
+    ).toBe(true);
+    expect(httpCheckPort(s), `${name} health check port`).toBe(port);
+    expect(s.restart).toBe("unless-stopped");
+    expect(s.depends_on?.nats).toEqual({ condition: "service_healthy" });
+    // Docker's SIGKILL must not cut a graceful stop short.
+    const grace = Number(/^(\d+)s$/.exec(s.stop_grace_period ?? "")?.[1]);
+    expect(grace * 1000).toBeGreaterThan(parsed.data!.SHUTDOWN_TIMEOUT_MS);
+  }
+}
 
 describe("docker-compose.yml", () => {
   it("runs NATS 2.10 with JetStream, its monitor port and a health check", async () => {
@@ -155,33 +199,7 @@ describe("docker-compose.yml", () => {
   });
 
   it("gives every filerelay service a valid environment, its port, health check, restart policy and grace period", async () => {
-    const file = await loadCompose("docker-compose.yml");
-    for (const [name, s, kind] of filerelayServices(file)) {
-      expect(s.build?.context).toBe(".");
-      expect(s.image).toMatch(new RegExp(`^filerelay/${kind}:`));
-      const env = envOf(s);
-      const schema = schemas[kind];
-      const known = new Set(Object.keys(schema.shape));
-      for (const key of Object.keys(env)) {
-        const ok = known.has(key) || (kind === "producer" && AWS_VARIABLES.has(key));
-        expect(ok, `${name}: ${key} is not a ${kind} variable`).toBe(true);
-        if (known.has(key)) expect(env[key], `${name}: ${key} must not need interpolation`).not.toContain("${");
-      }
-      const parsed = schema.safeParse(Object.fromEntries(Object.entries(env).filter(([k]) => known.has(k))));
-      expect(parsed.error?.issues ?? [], `${name}'s environment`).toEqual([]);
-      const port = String(parsed.data!.HTTP_PORT);
-      expect(port).toBe(String(schema.shape.HTTP_PORT.parse(undefined)));
-      expect(
-        s.ports?.some((p) => p.endsWith(`:${port}`)),
-        `${name} publishes ${port}`,
-      ).toBe(true);
-      expect(httpCheckPort(s), `${name} health check port`).toBe(port);
-      expect(s.restart).toBe("unless-stopped");
-      expect(s.depends_on?.nats).toEqual({ condition: "service_healthy" });
-      // Docker's SIGKILL must not cut a graceful stop short.
-      const grace = Number(/^(\d+)s$/.exec(s.stop_grace_period ?? "")?.[1]);
-      expect(grace * 1000).toBeGreaterThan(parsed.data!.SHUTDOWN_TIMEOUT_MS);
-    }
+    checkFilerelayServices(await loadCompose("docker-compose.yml"));
   });
 
   it("gives every long-running service a health check and a restart policy", async () => {
@@ -295,6 +313,137 @@ describe("deploy/compose/nats-cluster.yml", () => {
         await waitForExit(proc, 10_000);
       }
       for (const dir of dirs) await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("deploy/compose/transformer.yml", () => {
+  const load = async () =>
+    mergeCompose(await loadCompose("docker-compose.yml"), await loadCompose("deploy/compose/transformer.yml"));
+  const parsedEnv = (s: ComposeService, kind: Kind) =>
+    schemas[kind].parse(Object.fromEntries(Object.entries(envOf(s)).filter(([k]) => k in schemas[kind].shape)));
+
+  it("leaves the base file without a transformer", async () => {
+    const kinds = filerelayServices(await loadCompose("docker-compose.yml")).map(([, , k]) => k);
+    expect(kinds).not.toContain("transformer");
+  });
+
+  it("chains consumer → transformer → both producers, each group provisioned by the stage before it", async () => {
+    const svcs = filerelayServices(await load());
+    const [consumer, ...moreConsumers] = svcs.filter(([, , k]) => k === "consumer");
+    const [transformer, ...moreTransformers] = svcs.filter(([, , k]) => k === "transformer");
+    const producers = svcs.filter(([, , k]) => k === "producer");
+    expect(moreConsumers).toEqual([]);
+    expect(moreTransformers).toEqual([]);
+    expect(producers).toHaveLength(2);
+
+    const c = parsedEnv(consumer![1], "consumer") as z.output<typeof consumerEnvSchema>;
+    const t = parsedEnv(transformer![1], "transformer") as z.output<typeof transformerEnvSchema>;
+    // The consumer's only group is the transformer's, on the subject the consumer publishes.
+    expect(c.SINK_GROUPS).toEqual([t.TRANSFORM_GROUP]);
+    expect(t.SUBJECT).toBe(c.SUBJECT);
+    expect(t.STREAM).toBe(c.STREAM);
+    expect(t.OUTPUT_SUBJECT).not.toBe(c.SUBJECT);
+    // Every producer reads the transformer's output, in a group the transformer provisions there.
+    const groups = producers.map(([name, s]) => {
+      const p = parsedEnv(s, "producer") as z.output<typeof producerEnvSchema>;
+      expect(p.SUBJECT, name).toBe(t.OUTPUT_SUBJECT);
+      expect(p.STREAM, name).toBe(t.STREAM);
+      return p.PRODUCER_GROUP;
+    });
+    expect([...t.SINK_GROUPS].sort()).toEqual([...groups].sort());
+    // Groups the base stack binds to files.input are not reused on files.processed (a start-up error).
+    const base = filerelayServices(await loadCompose("docker-compose.yml"));
+    const baseGroups = base.flatMap(([, s]) => [envOf(s).PRODUCER_GROUP, ...(envOf(s).SINK_GROUPS ?? "").split(",")]);
+    for (const g of groups) expect(baseGroups, g).not.toContain(g);
+    // Dead letters of the transformer land in ./data like the other services'.
+    expect(hostPath(transformer![1], t.ERROR_DIR!)).toBe("data/transform-errors");
+  });
+
+  it("gives every filerelay service a valid environment, its port, health check, restart policy and grace period", async () => {
+    checkFilerelayServices(await load());
+  });
+
+  it("publishes no host port twice", async () => {
+    const hostPorts = Object.values((await load()).services).flatMap((s) =>
+      (s.ports ?? []).map((p) => p.split(":")[0]),
+    );
+    expect(hostPorts.length).toBeGreaterThan(0);
+    expect(new Set(hostPorts).size).toBe(hostPorts.length);
+  });
+
+  it("relays a tar.gz through the composed consumer, transformer and fs producer (environments as written)", async () => {
+    const file = await load();
+    await using nats = await startNats();
+    const root = await mkdtemp(join(tmpdir(), "filerelay-compose-transformer-"));
+    try {
+      // The composed environments, with only what differs outside Docker rewritten:
+      // the broker's address, bind mounts under a temp dir, scratch space, ports.
+      const envFor = (name: string, extra: Record<string, string> = {}): Record<string, string> => {
+        const s = file.services[name]!;
+        const env = envOf(s);
+        for (const [k, v] of Object.entries(env)) {
+          if (!v.startsWith("/data")) continue;
+          const host = hostPath(s, v);
+          if (!host) throw new Error(`${name}: ${k}=${v} is on no bind mount`);
+          env[k] = join(root, host);
+        }
+        return { ...env, NATS_URL: nats.url, HTTP_PORT: "0", ...extra };
+      };
+      for (const d of ["data/input", "data/archive", "data/error", "data/output", "data/dead-letters"])
+        await mkdir(join(root, d), { recursive: true });
+
+      await using transformer = startTransformer(
+        envFor("transformer", { TRANSFORM_TMP_DIR: join(root, "scratch"), LOG_LEVEL: "info" }),
+      );
+      await transformerReady(transformer, 60_000);
+      // Test pacing only: a quicker stability check, no free-space margin on a shared disk.
+      await using consumer = startService(
+        "consumer",
+        envFor("consumer", { STABILITY_MS: "200", POLL_INTERVAL_MS: "300" }),
+      );
+      await using producer = startService("producer", envFor("producer-fs", { DISK_SPACE_FACTOR: "0" }));
+
+      const src = join(root, "src");
+      const entries: [string, string][] = [
+        ["reports/q1.csv", "region,amount\nnorth,1\nsouth,2\n"],
+        ["notes/readme.txt", "hello\n"],
+      ];
+      for (const [rel, content] of entries) {
+        await mkdir(join(src, dirname(rel)), { recursive: true });
+        await writeFile(join(src, rel), content);
+      }
+      execFileSync("tar", ["-czf", join(root, "bundle.tar.gz"), "-C", src, "reports", "notes"]);
+      execFileSync("cp", [join(root, "bundle.tar.gz"), join(root, "data/input/bundle.tar.gz")]);
+
+      const out = join(root, "data/output");
+      const sha = (b: Buffer | string) => createHash("sha256").update(b).digest("hex");
+      // The fs producer's FILENAME_TEMPLATE: {{.RelDir}}/{{.ShortID}}-{{.Name}}{{.Ext}}.
+      const find = async (dir: string, base: string) =>
+        (await readdir(join(out, dir)).catch(() => [] as string[])).filter((n) =>
+          new RegExp(`^[0-9a-f]{8}-${base.replace(/\./g, "\\.")}$`).test(n),
+        );
+      await waitFor(
+        async () => {
+          for (const [rel] of entries)
+            if ((await find(`bundle.tar.gz/${dirname(rel)}`, basename(rel))).length === 0) return false;
+          return (
+            (await find("bundle.tar.gz/reports", "q1.parquet")).length > 0 &&
+            (await find(".", "bundle.tar.gz")).length > 0
+          );
+        },
+        { timeoutMs: 120_000, message: "the archive, its entries and the Parquet file to land" },
+      );
+      for (const [rel, content] of entries) {
+        const [name] = await find(`bundle.tar.gz/${dirname(rel)}`, basename(rel));
+        expect(sha(await readFile(join(out, `bundle.tar.gz/${dirname(rel)}`, name!))), rel).toBe(sha(content));
+      }
+      const [archive] = await find(".", "bundle.tar.gz");
+      expect(sha(await readFile(join(out, archive!)))).toBe(sha(await readFile(join(root, "bundle.tar.gz"))));
+      expect(consumer.logs().some((l) => l.level === "error")).toBe(false);
+      expect(producer.logs().some((l) => l.level === "error")).toBe(false);
+    } finally {
+      await rm(root, { recursive: true, force: true });
     }
   });
 });

@@ -7,6 +7,8 @@ import { consumerEnvSchema } from "../packages/consumer/src/config.js";
 import { producerEnvSchema } from "../packages/producer/src/config.js";
 import { batcherEnvSchema } from "../packages/batcher/src/config.js";
 import { gatewayEnvSchema } from "../packages/gateway/src/config.js";
+import { transformerEnvSchema } from "../packages/transformer/src/config.js";
+import { createTransformerMetrics } from "../packages/transformer/src/metrics.js";
 import { repoRoot } from "./support/index.js";
 
 /**
@@ -89,6 +91,7 @@ const services = {
   producer: { schema: producerEnvSchema, pkg: "@filerelay/producer" },
   batcher: { schema: batcherEnvSchema, pkg: "@filerelay/batcher" },
   gateway: { schema: gatewayEnvSchema, pkg: "@filerelay/gateway" },
+  transformer: { schema: transformerEnvSchema, pkg: "@filerelay/transformer" },
 } as const;
 type Service = keyof typeof services;
 const defaultHttpPort = (svc: Service): number => services[svc].schema.shape.HTTP_PORT.parse(undefined);
@@ -97,13 +100,13 @@ const defaultHttpPort = (svc: Service): number => services[svc].schema.shape.HTT
 const PLATFORM_VARIABLES = new Set(["NODE_ENV"]);
 
 describe("deploy/Dockerfile", () => {
-  it("builds on node:22-slim and has consumer and producer targets", () => {
+  it("builds on node:22-slim and has consumer, producer and transformer targets", () => {
     expect(dockerfile.args.get("NODE_IMAGE")).toBe("node:22-slim");
     for (const s of dockerfile.stages) {
       const isStage = dockerfile.stages.some((x) => x.name === s.from);
       expect(isStage || s.from === "node:22-slim", `${s.name} FROM ${s.from}`).toBe(true);
     }
-    for (const svc of ["consumer", "producer"] as const) {
+    for (const svc of ["consumer", "producer", "transformer"] as const) {
       expect(chain(svc).at(-1)!.from).toBe("node:22-slim");
     }
   });
@@ -140,7 +143,7 @@ describe("deploy/Dockerfile", () => {
     for (const pattern of ["**/node_modules", "**/dist", ".git", ".env", "data"]) expect(ignored).toContain(pattern);
   });
 
-  for (const svc of ["consumer", "producer", "batcher"] as const) {
+  for (const svc of ["consumer", "producer", "transformer", "batcher"] as const) {
     describe(`target ${svc}`, () => {
       it("runs as a numeric non-root user under tini", () => {
         const user = last(svc, "USER");
@@ -201,7 +204,8 @@ describe("deploy/Dockerfile", () => {
             child.once("exit", resolve);
           });
         // Any registry serves here: the check only needs /healthz to answer.
-        await using metrics = createMetrics(svc === "batcher" ? "producer" : svc);
+        await using metrics =
+          svc === "transformer" ? createTransformerMetrics() : createMetrics(svc === "batcher" ? "producer" : svc);
         const http = await startHttpServer({
           port: 0,
           host: "127.0.0.1",

@@ -2,10 +2,12 @@ import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseAllDocuments } from "yaml";
 import { describe, expect, it } from "vitest";
+import type { z } from "zod";
 import { consumerEnvSchema } from "../packages/consumer/src/config.js";
 import { producerEnvSchema } from "../packages/producer/src/config.js";
 import { batcherEnvSchema } from "../packages/batcher/src/config.js";
 import { gatewayEnvSchema } from "../packages/gateway/src/config.js";
+import { transformerEnvSchema } from "../packages/transformer/src/config.js";
 import { repoRoot } from "./support/index.js";
 
 /**
@@ -72,15 +74,16 @@ const kustomization = parseAllDocuments(readFileSync(join(dir, "kustomization.ya
   resources: string[];
   images: { name: string; newTag: string }[];
 };
-const resources: Resource[] = kustomization.resources.flatMap((file) =>
-  parseAllDocuments(readFileSync(join(dir, file), "utf8")).map((d) => {
+const readManifests = (base: string, file: string): Resource[] =>
+  parseAllDocuments(readFileSync(join(base, file), "utf8")).map((d) => {
     if (d.errors.length > 0) throw new Error(`${file}: ${d.errors.map((e) => e.message).join("; ")}`);
     return d.toJS() as Resource;
-  }),
-);
-const ofKind = <T = Resource>(kind: string): T[] => resources.filter((r) => r.kind === kind) as T[];
-const byName = (kind: string, name: string): Resource => {
-  const r = resources.find((x) => x.kind === kind && x.metadata.name === name);
+  });
+const resources: Resource[] = kustomization.resources.flatMap((file) => readManifests(dir, file));
+const ofKind = <T = Resource>(kind: string, from: Resource[] = resources): T[] =>
+  from.filter((r) => r.kind === kind) as T[];
+const byName = (kind: string, name: string, from: Resource[] = resources): Resource => {
+  const r = from.find((x) => x.kind === kind && x.metadata.name === name);
   if (!r) throw new Error(`no ${kind} ${name}`);
   return r;
 };
@@ -96,11 +99,13 @@ const AWS_VARIABLES = new Set(["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AW
 const dockerfileUid = Number(/^USER\s+(\d+)/m.exec(readFileSync(join(repoRoot, "deploy/Dockerfile"), "utf8"))?.[1]);
 
 /** The environment a container sees: its ConfigMaps and Secrets, then `env`. */
-function containerEnv(c: Container): Record<string, string> {
+function containerEnv(c: Container, from_: Resource[] = resources): Record<string, string> {
   const env: Record<string, string> = {};
   for (const from of c.envFrom ?? []) {
     const r =
-      "configMapRef" in from ? byName("ConfigMap", from.configMapRef.name) : byName("Secret", from.secretRef.name);
+      "configMapRef" in from
+        ? byName("ConfigMap", from.configMapRef.name, from_)
+        : byName("Secret", from.secretRef.name, from_);
     Object.assign(env, r.data, r.stringData);
   }
   for (const e of c.env ?? []) env[e.name] = e.value ?? "";
@@ -286,5 +291,113 @@ describe("deploy/k8s", () => {
     expect(Object.keys(secret.stringData ?? {})).toEqual(
       expect.arrayContaining(["NATS_PASSWORD", "NATS_TOKEN", "AWS_SECRET_ACCESS_KEY"]),
     );
+  });
+});
+
+describe("deploy/k8s/transformer (overlay)", () => {
+  const overlayDir = join(dir, "transformer");
+  const overlay = parseAllDocuments(readFileSync(join(overlayDir, "kustomization.yaml"), "utf8"))[0]!.toJS() as {
+    namespace: string;
+    resources: string[];
+    patches: { path: string }[];
+    images: { name: string; newTag: string }[];
+  };
+  /**
+   * What `kustomize build` makes of it, for what the overlay uses: the base's
+   * resources, its own, and ConfigMap patches merging into `data` (anything
+   * else in a patch fails here rather than being silently ignored).
+   */
+  const built: Resource[] = (() => {
+    const out: Resource[] = [];
+    for (const r of overlay.resources) {
+      if (r === "../") out.push(...resources.map((x) => structuredClone(x)));
+      else out.push(...readManifests(overlayDir, r));
+    }
+    for (const { path } of overlay.patches) {
+      for (const patch of readManifests(overlayDir, path)) {
+        expect(patch.kind, path).toBe("ConfigMap");
+        expect(Object.keys(patch).sort(), path).toEqual(["apiVersion", "data", "kind", "metadata"]);
+        const target = byName("ConfigMap", patch.metadata.name, out);
+        target.data = { ...target.data, ...patch.data };
+      }
+    }
+    return out;
+  })();
+  const deploymentsOf = (c: string) => ofKind<Deployment>("Deployment", built).filter((d) => component(d) === c);
+  const envOf = (d: Deployment) => containerEnv(d.spec.template.spec.containers[0]!, built);
+  const parse = <S extends z.ZodType>(schema: S, env: Record<string, string>, shape: object): z.output<S> =>
+    schema.parse(Object.fromEntries(Object.entries(env).filter(([k, v]) => k in shape && v !== "")));
+
+  it("builds on the base, in its namespace, and pins the transformer image", () => {
+    expect(overlay.resources).toContain("../");
+    expect(overlay.namespace).toBe(kustomization.namespace);
+    const files = readdirSync(overlayDir).filter((f) => f.endsWith(".yaml") && f !== "kustomization.yaml");
+    expect([...overlay.resources.filter((r) => r !== "../"), ...overlay.patches.map((p) => p.path)].sort()).toEqual(
+      files.sort(),
+    );
+    expect(overlay.images.map((i) => i.name)).toEqual(["filerelay/transformer"]);
+    expect(deploymentsOf("transformer")).toHaveLength(1);
+  });
+
+  it("runs the transformer image with probes on 9466, resources, scrape annotations and writable scratch space", () => {
+    const [d] = deploymentsOf("transformer");
+    const pod = d!.spec.template;
+    expect(pod.metadata.labels).toMatchObject(d!.spec.selector.matchLabels);
+    const [c, ...sidecars] = pod.spec.containers;
+    expect(sidecars).toEqual([]);
+    expect(c!.image).toMatch(/^filerelay\/transformer:/);
+    expect(c!.command).toBeUndefined();
+    expect(c!.ports).toEqual([{ name: "http", containerPort: 9466 }]);
+    expect(c!.livenessProbe?.httpGet.path).toBe("/healthz");
+    expect(c!.readinessProbe?.httpGet.path).toBe("/readyz");
+    expect(probePort(c!, c!.livenessProbe)).toBe(9466);
+    expect(probePort(c!, c!.readinessProbe)).toBe(9466);
+    expect(c!.readinessProbe?.timeoutSeconds).toBeGreaterThan(5);
+    expect(pod.metadata.annotations).toEqual({
+      "prometheus.io/scrape": "true",
+      "prometheus.io/port": "9466",
+      "prometheus.io/path": "/metrics",
+    });
+    expect(pod.spec.securityContext).toMatchObject({ runAsNonRoot: true, runAsUser: dockerfileUid });
+    expect(c!.securityContext).toMatchObject({ allowPrivilegeEscalation: false, readOnlyRootFilesystem: true });
+    expect(c!.resources?.requests).toHaveProperty("cpu");
+
+    const env = envOf(d!);
+    const known = new Set(Object.keys(transformerEnvSchema.shape));
+    for (const key of Object.keys(env)) expect(known.has(key) || AWS_VARIABLES.has(key), key).toBe(true);
+    const t = parse(transformerEnvSchema, env, transformerEnvSchema.shape);
+    expect(t.HTTP_PORT).toBe(transformerEnvSchema.shape.HTTP_PORT.parse(undefined));
+    expect((d!.spec.template.spec.terminationGracePeriodSeconds ?? 30) * 1000).toBeGreaterThan(t.SHUTDOWN_TIMEOUT_MS);
+    // The root file system is read-only: scratch space (zip, DuckDB spill) must be a volume.
+    const mount = c!.volumeMounts?.find((m) => t.TRANSFORM_TMP_DIR!.startsWith(m.mountPath));
+    expect(mount, `TRANSFORM_TMP_DIR=${t.TRANSFORM_TMP_DIR}`).toBeDefined();
+    expect(pod.spec.volumes?.find((v) => v.name === mount!.name)).toBeDefined();
+    expect(c!.volumeMounts?.some((m) => m.mountPath === "/tmp")).toBe(true);
+    // Room for DuckDB in every conversion that may run at once.
+    const limitMiB = Number(/^(\d+)Mi$/.exec(c!.resources?.limits?.memory ?? "")?.[1]);
+    const perConversionMiB = Number(/^(\d+)MB$/.exec(t.CONVERT_MEMORY_LIMIT)?.[1]);
+    expect(limitMiB).toBeGreaterThan(t.CONCURRENCY * perConversionMiB);
+  });
+
+  it("chains consumer → transformer → producer, each group provisioned by the stage before it", () => {
+    const [t] = deploymentsOf("transformer").map((d) =>
+      parse(transformerEnvSchema, envOf(d), transformerEnvSchema.shape),
+    );
+    const consumers = deploymentsOf("consumer");
+    const producers = deploymentsOf("producer");
+    expect(consumers.length).toBeGreaterThanOrEqual(1);
+    expect(producers).toHaveLength(1);
+    for (const d of consumers) {
+      const c = parse(consumerEnvSchema, envOf(d), consumerEnvSchema.shape);
+      expect(c.SINK_GROUPS, d.metadata.name).toEqual([t!.TRANSFORM_GROUP]);
+      expect(c.SUBJECT).toBe(t!.SUBJECT);
+      expect(c.STREAM).toBe(t!.STREAM);
+    }
+    const p = parse(producerEnvSchema, envOf(producers[0]!), producerEnvSchema.shape);
+    expect(p.SUBJECT).toBe(t!.OUTPUT_SUBJECT);
+    expect(t!.SINK_GROUPS).toContain(p.PRODUCER_GROUP);
+    // Not a group the base binds to files.input (that would stop the producer at start).
+    const baseProducer = containerEnv(producers[0]!.spec.template.spec.containers[0]!);
+    expect(p.PRODUCER_GROUP).not.toBe(baseProducer.PRODUCER_GROUP);
   });
 });

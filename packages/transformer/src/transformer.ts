@@ -17,6 +17,7 @@ import {
 } from "@filerelay/core/internal";
 import type { TransformerConfig } from "./config.js";
 import { convertStep } from "./convert.js";
+import { checkGroupBindings, wantedBindings } from "./groupBindings.js";
 import type { Step } from "./item.js";
 import { createTransformerMetrics } from "./metrics.js";
 import { createStageHandler, removeStaleScratch } from "./stage.js";
@@ -77,6 +78,10 @@ export async function runTransformer(config: TransformerConfig, options: RunTran
     [Symbol.asyncDispose]: () => nc.drain().catch(() => nc.close()),
   };
   await using _watch = watchNatsConnection(nc, metrics);
+
+  // A group bound to another subject is refused before anything is provisioned,
+  // with the variable to change, rather than misrouting or failing half-way.
+  await checkGroupBindings(await jetstreamManager(nc), config.STREAM, wantedBindings(config));
 
   // The output side first: the sinks' groups on OUTPUT_SUBJECT, and a duplicate
   // window long enough for a restarted transformer's redo to be dropped.
