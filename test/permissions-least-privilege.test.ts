@@ -14,6 +14,7 @@ import { promisify } from "node:util";
 import { afterEach, beforeEach, describe, expect, it, onTestFailed } from "vitest";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
+import { openStatusLedger } from "@filerelay/core/internal";
 import { connect } from "@nats-io/transport-node";
 import { findNatsServer, startNats, startService, waitFor } from "./support/index.js";
 import { readDeadLetters } from "./producer-support.js";
@@ -141,6 +142,18 @@ describe("least privilege (deploy/nats permissions)", () => {
       { rel: "large.bin", sha256: sha256hex(object), size: object.length },
       { rel: "small.txt", sha256: sha256hex(inline), size: inline.length },
     ]);
+    // The ledger was written under these permissions: each side its own entries.
+    const ledger = await openStatusLedger(admin, { by: "test", provision: false });
+    const records = await waitFor(async () => {
+      const list = await ledger.list({ limit: 10 });
+      return list.length === 3 && list.every((r) => r.state !== "published") ? list : undefined;
+    });
+    await ledger.close();
+    expect(records.map((r) => [r.subject, r.state]).sort()).toEqual([
+      ["large.bin", "delivered"],
+      ["picture.png", "failed"],
+      ["small.txt", "delivered"],
+    ]);
     const published = consumer.logs().filter((l) => l.outcome === "published");
     expect(published.map((l) => [l.path, l.payload]).sort()).toEqual([
       ["large.bin", "object"],
@@ -194,6 +207,18 @@ describe("least privilege (deploy/nats permissions)", () => {
       const c = await jetstream(nc, { timeout: 2000 }).consumers.get("FILES", "audit");
       return c.next({ expires: 1000 });
     });
+    await refused("producer records a source entry in the ledger", "producer", async (nc) =>
+      jetstream(nc, { timeout: 2000 }).publish(
+        "filerelay.status.FILES.00000000-0000-5000-8000-000000000000.src.published.x.y._._",
+        "{}",
+      ),
+    );
+    await refused("consumer records a group's delivery in the ledger", "consumer", async (nc) =>
+      jetstream(nc, { timeout: 2000 }).publish(
+        "filerelay.status.FILES.00000000-0000-5000-8000-000000000000.g-file-producers.delivered.x.y._._",
+        "{}",
+      ),
+    );
     // And the server logged each refusal as a violation.
     const violations = () =>
       nats.output().match(/(Publish|Subscription) Violation - User "(consumer|producer)"/g) ?? [];
