@@ -1,5 +1,5 @@
 import { watch } from "node:fs";
-import { mkdir, mkdtemp, readdir, readFile, rm, stat, symlink, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, readFile, rm, stat, symlink } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { jetstreamManager } from "@nats-io/jetstream";
@@ -388,34 +388,6 @@ describe("producer service, filesystem sink", () => {
     const everything = await listFiles(root);
     expect(everything.filter((p) => !p.startsWith("out/") && !p.startsWith("error/"))).toEqual([]);
     expect((await stat("/etc/passwd")).mtimeMs).toBe(passwdBefore.mtimeMs);
-  });
-
-  it("naks with backoff while OUTPUT_DIR is unusable, then dead-letters after MAX_DELIVER", async () => {
-    await using nats = await startNats();
-    await using pub = await createPublisher(nats.url);
-    await writeFile(join(root, "a-file"), "not a directory");
-    await using svc = startService(
-      "producer",
-      producerEnv(nats.url, { OUTPUT_DIR: join(root, "a-file", "out"), MAX_DELIVER: "3", RETRY_BACKOFF_MS: "200" }),
-    );
-    await ready(svc);
-    const f = testFile("doomed.txt", "cannot land\n");
-    await pub.publish(f);
-    const [dead] = await waitFor(
-      async () => {
-        const d = await readDeadLetters(pub.nc, "file-producers");
-        return d.length > 0 ? d : undefined;
-      },
-      { message: "the dead letter" },
-    );
-    expect(dead!.code).toBe("MAX_DELIVER_EXCEEDED");
-    expect(dead!.deliveries).toBe(3);
-    expect(dead!.error).toMatch(/WRITE_FAILED/);
-    const retries = sdkLines(svc, "retry");
-    expect(retries.map((l) => [l.code, l.attempts, l.retryInMs])).toEqual([
-      ["WRITE_FAILED", 1, 200],
-      ["WRITE_FAILED", 2, 400],
-    ]);
   });
 
   it("delivers files published before any producer started, to every group (file-producers and audit)", async () => {

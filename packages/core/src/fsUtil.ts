@@ -1,7 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { constants, createWriteStream } from "node:fs";
-import { open, rename, unlink, writeFile } from "node:fs/promises";
-import { basename, dirname, join } from "node:path";
+import { mkdir, open, rename, stat, unlink, writeFile } from "node:fs/promises";
+import { basename, dirname, join, resolve } from "node:path";
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 
@@ -9,6 +9,44 @@ import { pipeline } from "node:stream/promises";
 export function errnoCode(err: unknown): string | undefined {
   const code = (err as NodeJS.ErrnoException | null | undefined)?.code;
   return typeof code === "string" ? code : undefined;
+}
+
+/**
+ * `mkdir -p` that always settles. Node's recursive mkdir never settles where
+ * a pseudo filesystem refuses new entries (e.g. under /proc it retries ENOENT
+ * forever at full CPU), so the missing components are found by walking up
+ * (bounded by the path's depth) and created one at a time; the first failure
+ * is thrown as is (ENOENT, EACCES, ENOTDIR, EROFS…).
+ */
+export async function makeDirectory(dir: string): Promise<void> {
+  const missing: string[] = [];
+  let current = resolve(dir);
+  for (;;) {
+    let isDir: boolean;
+    try {
+      isDir = (await stat(current)).isDirectory();
+    } catch (err) {
+      const parent = dirname(current);
+      if (errnoCode(err) !== "ENOENT" || parent === current) throw err;
+      missing.push(current);
+      current = parent;
+      continue;
+    }
+    if (!isDir) {
+      throw Object.assign(new Error(`ENOTDIR: not a directory, mkdir '${current}'`), {
+        code: "ENOTDIR",
+        path: current,
+      });
+    }
+    break;
+  }
+  for (const part of missing.reverse()) {
+    try {
+      await mkdir(part);
+    } catch (err) {
+      if (errnoCode(err) !== "EEXIST") throw err;
+    }
+  }
 }
 
 /**
