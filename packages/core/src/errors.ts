@@ -207,9 +207,10 @@ export function describeError(err: unknown): string {
   for (let depth = 0; cur !== undefined && cur !== null && depth < 5; depth++) {
     if (cur instanceof Error) {
       const code = (cur as { code?: unknown }).code;
-      parts.push(
-        typeof code === "string" && !(cur instanceof FilerelayError) ? `${cur.message} (${code})` : cur.message,
-      );
+      const text =
+        typeof code === "string" && !(cur instanceof FilerelayError) ? `${cur.message} (${code})` : cur.message;
+      // A wrapper that already quotes its cause's message ("…: connection refused") is not repeated.
+      if (!(parts.length > 0 && cur.message !== "" && parts[parts.length - 1]?.endsWith(cur.message))) parts.push(text);
       cur = cur.cause;
     } else {
       parts.push(typeof cur === "string" ? cur : JSON.stringify(cur));
