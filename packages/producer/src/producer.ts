@@ -132,6 +132,7 @@ export function createFileHandler(deps: FileHandlerDeps): (ctx: FileContext) => 
     // ctx.log already carries fileId and path (consumeFiles binds them); repeating them would duplicate JSON keys.
     log.info(
       {
+        source: envelope.source,
         size: envelope.size,
         sha256: envelope.sha256,
         outcome: result.outcome,
