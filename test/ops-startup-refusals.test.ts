@@ -102,6 +102,29 @@ describe("start-up refuses what cannot work (exit 78, naming the variable)", () 
     }
   });
 
+  it("an ERROR_DIR or ARCHIVE_DIR that can never be a directory: producer and consumer exit 78 naming it", async () => {
+    const file = join(root, "a-file");
+    await writeFile(file, "not a directory");
+    const inputDir = await mkdtemp(join(root, "in-"));
+    await using producer = startService("producer", {
+      NATS_URL: "nats://127.0.0.1:1",
+      OUTPUT_DIR: join(root, "out"),
+      ERROR_DIR: join(file, "errors"),
+    });
+    await using consumer = startService("consumer", {
+      NATS_URL: "nats://127.0.0.1:1",
+      INPUT_DIR: inputDir,
+      ARCHIVE_DIR: "/proc/filerelay-x/archive",
+      ERROR_DIR: join(file, "errors"),
+    });
+    expect(await producer.exited(20_000), producer.stderr()).toBe(78);
+    expect(producer.stderr()).toMatch(/ERROR_DIR: .*a-file\/errors is not a directory/);
+    expect(await consumer.exited(20_000), consumer.stderr()).toBe(78);
+    expect(consumer.stderr()).toContain("Invalid configuration (2 problems)");
+    expect(consumer.stderr()).toMatch(/ARCHIVE_DIR: cannot create \/proc\/filerelay-x\/archive as .*\(ENOENT\)/);
+    expect(consumer.stderr()).toMatch(/ERROR_DIR: .*a-file\/errors is not a directory/);
+  });
+
   it("as uid 65534 with a root-owned OUTPUT_DIR: exit 78 naming OUTPUT_DIR; 10 sent files stay pending, none dead-lettered", async (ctx) => {
     if (!asRoot) ctx.skip("needs root to run the producer as another user");
     const why = nobodyCanRun();

@@ -18,6 +18,7 @@ import {
   startHttpServer,
   startRetentionPruner,
   watchNatsConnection,
+  writableDirectoryProblem,
   type Envelope,
   type FileContext,
   type FileOutcome,
@@ -242,6 +243,11 @@ export async function runProducer(config: ProducerConfig, options: RunProducerOp
   await using metrics = createMetrics("producer");
   await using sink = factory(config, { log: log.child({ sink: config.SINK }) });
   await sink.init();
+  // Dead letters are also written there: a directory that cannot take them is refused now, not at the first one.
+  const errorDirProblem = config.ERROR_DIR
+    ? await writableDirectoryProblem(config.ERROR_DIR, { create: true })
+    : undefined;
+  if (errorDirProblem !== undefined) throw new ConfigError([`ERROR_DIR: ${errorDirProblem}`]);
   // Dated ERROR_DIR folders past ERROR_RETENTION_DAYS: removed at start, then hourly.
   await using _retention = startRetentionPruner({
     roots: retentionRoots([{ label: "ERROR_DIR", dir: config.ERROR_DIR, days: config.ERROR_RETENTION_DAYS }]),

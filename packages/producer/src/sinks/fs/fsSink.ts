@@ -1,13 +1,12 @@
 import { unlink } from "node:fs/promises";
 import { dirname } from "node:path";
 import { ConfigError, FilerelayError, SinkError, type Logger } from "@filerelay/core";
-import { errnoCode } from "@filerelay/core/internal";
+import { errnoCode, writableDirectoryProblem } from "@filerelay/core/internal";
 import type { ConflictMode } from "../../config.js";
 import { resolveInside } from "../../organizer.js";
 import type { Sink, SinkWriteRequest, SinkWriteResult } from "../sink.js";
 import { fsyncDirShared } from "./dirSync.js";
 import { createOutputDirs } from "./outputDirs.js";
-import { outputRootProblem } from "./outputRoot.js";
 import { createPlacement } from "./placement.js";
 import { createTempFiles } from "./tempFiles.js";
 import { writeTempFile, type TempWriteOptions } from "./tempWriter.js";
@@ -68,7 +67,7 @@ export function createFsSink(options: FsSinkOptions, deps: FsSinkDeps): Sink {
    * only pull envelopes it cannot land.
    */
   async function init(): Promise<void> {
-    const problem = await outputRootProblem(root, { create: true });
+    const problem = await writableDirectoryProblem(root, { create: true });
     if (problem !== undefined) throw new ConfigError([`OUTPUT_DIR: ${problem}`]);
     await temps.sweep();
   }
@@ -78,7 +77,7 @@ export function createFsSink(options: FsSinkOptions, deps: FsSinkDeps): Sink {
     const rootProblem =
       err instanceof FilerelayError || errnoCode(err) === undefined
         ? undefined
-        : await outputRootProblem(root, { create: false });
+        : await writableDirectoryProblem(root, { create: false });
     const classified = classifyWriteError(err, message, rootProblem);
     if (classified.code === "OUTPUT_NOT_WRITABLE") notWritable = classified.message;
     return classified;
@@ -123,7 +122,7 @@ export function createFsSink(options: FsSinkOptions, deps: FsSinkDeps): Sink {
   }
 
   async function checkReady(): Promise<void> {
-    const problem = await outputRootProblem(root, { create: false });
+    const problem = await writableDirectoryProblem(root, { create: false });
     if (problem !== undefined) throw new SinkError("OUTPUT_NOT_WRITABLE", `OUTPUT_DIR ${problem}`);
     // OUTPUT_DIR itself may be fine while a directory under it refuses us: not ready until a write succeeds.
     if (notWritable !== undefined) throw new SinkError("OUTPUT_NOT_WRITABLE", notWritable);
