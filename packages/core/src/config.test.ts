@@ -86,6 +86,11 @@ describe("loadConfig", () => {
     expect(JSON.stringify(out)).not.toContain("s3cret");
     expect(JSON.stringify(out)).not.toContain("u:p");
     expect(out.STREAM).toBe("FILES");
+    // Permission bits are shown as written, not as a decimal number.
+    expect(redactConfig({ FILE_MODE: 0o640, S3_CHECKSUM_MODE: "when_supported" })).toEqual({
+      FILE_MODE: "0640",
+      S3_CHECKSUM_MODE: "when_supported",
+    });
   });
 });
 
@@ -176,5 +181,14 @@ describe("NATS_URL", () => {
     expect(await loadConfig(schema, { INPUT_DIR: "/in", NATS_URL: " , " }).catch((e: unknown) => e)).toBeInstanceOf(
       ConfigError,
     );
+  });
+});
+
+describe("envBool", () => {
+  it("names every accepted spelling when refusing a value", async () => {
+    const err = await loadConfig(schema, { INPUT_DIR: "/in", LOG_PRETTY: "maybe" }).catch((e: unknown) => e);
+    expect((err as ConfigError).problems).toEqual([
+      'LOG_PRETTY: expected true or false (also 1/0, yes/no, on/off), got "maybe"',
+    ]);
   });
 });

@@ -144,7 +144,10 @@ export function envBool(description: string) {
       const v = raw.trim().toLowerCase();
       if (["true", "1", "yes", "on"].includes(v)) return true;
       if (["false", "0", "no", "off"].includes(v)) return false;
-      ctx.addIssue({ code: "custom", message: `expected true or false, got ${got(raw)}` });
+      ctx.addIssue({
+        code: "custom",
+        message: `expected true or false (also 1/0, yes/no, on/off), got ${got(raw)}`,
+      });
       return z.NEVER;
     })
     .describe(description);
@@ -367,6 +370,8 @@ export function redactConfig(config: Record<string, unknown>): Record<string, un
   for (const [k, v] of Object.entries(config)) {
     if (SECRET_VARIABLES.has(k) && v !== undefined) out[k] = "[redacted]";
     else if (k === "NATS_URL" && Array.isArray(v)) out[k] = v.map((u) => redactUrl(String(u)));
+    // Permission bits read as octal, as they were written (0640, not 416).
+    else if (k.endsWith("_MODE") && typeof v === "number") out[k] = `0${v.toString(8).padStart(3, "0")}`;
     else out[k] = v;
   }
   return out;
