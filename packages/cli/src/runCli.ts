@@ -112,12 +112,13 @@ Deletes dead letters for good: --all (of one --group, or every group), or the
 entries an <id|seq> names.
 
 ${GLOBAL_HELP}`,
-  send: `Usage: filerelay send <file> [--source s] [--content-type t] [--json]
+  send: `Usage: filerelay send <file> [--source s] [--content-type t] [--verbose] [--json]
 
 Publishes one file with the consumer's envelope: ce-id from the same
 fingerprint, ce-subject = the file name, ce-source = --source or the name of
 the file's directory; inline up to INLINE_MAX_BYTES (262144), else uploaded to
-the payload Object Store first (with a progress bar on a terminal).
+the payload Object Store first (with a progress bar, rate and ETA on a
+terminal). Prints one line per file; --verbose adds every envelope header.
 
 ${GLOBAL_HELP}`,
   files: `Usage: filerelay files <list|show|watch> ...
@@ -204,6 +205,7 @@ const OPTIONS = {
   limit: { type: "string" },
   yes: { type: "boolean" },
   version: { type: "boolean", short: "V" },
+  verbose: { type: "boolean", short: "v" },
 } as const;
 
 type OptionName = keyof typeof OPTIONS;
@@ -214,7 +216,7 @@ const COMMAND_OPTIONS: Record<string, readonly OptionName[]> = {
   "dlq show": ["group"],
   "dlq replay": ["group", "all"],
   "dlq purge": ["group", "all"],
-  send: ["source", "content-type"],
+  send: ["source", "content-type", "verbose"],
   tail: [],
   "files list": ["state", "source", "path", "job", "since", "limit"],
   "files show": ["source", "path"],
@@ -382,6 +384,7 @@ async function dispatch(ctx: CommandContext, inv: Invocation): Promise<void> {
         file: positionals[0] ?? "",
         source: values.source,
         contentType: values["content-type"],
+        verbose: values.verbose === true,
       });
     case "tail":
       return tailCommand(ctx);
