@@ -170,7 +170,7 @@ describe("start-up refuses what cannot work (exit 78, naming the variable)", () 
     }
   });
 
-  it("an OUTPUT_DIR that stops accepting writes while running: retried past MAX_DELIVER, /readyz 503 naming OUTPUT_DIR, nothing dead-lettered; lands once fixed", async (ctx) => {
+  it("an OUTPUT_DIR that stops accepting writes while running: the producer stops pulling, /readyz 503 naming OUTPUT_DIR, nothing dead-lettered; lands once fixed", async (ctx) => {
     // As root, permissions do not apply: run as nobody there, or as ourselves otherwise.
     const why = asRoot ? nobodyCanRun() : undefined;
     if (why) ctx.skip(`uid 65534 cannot run the services here: ${why}`);
@@ -185,6 +185,8 @@ describe("start-up refuses what cannot work (exit 78, naming the variable)", () 
       ORGANIZE_BY: "none",
       MAX_DELIVER: "2",
       RETRY_BACKOFF_MS: "100",
+      CONCURRENCY: "2",
+      LARGE_FILE_CONCURRENCY: "1",
       HTTP_PORT: String(port),
     });
     await using svc = asRoot ? startService("producer", env, NOBODY) : startService("producer", env);
@@ -201,22 +203,22 @@ describe("start-up refuses what cannot work (exit 78, naming the variable)", () 
     const files = Array.from({ length: 10 }, (_, i) => testFile(`late/${i}.txt`, `late ${i}\n`));
     for (const f of files) await pub.publish(f);
 
-    // Every file is retried well past MAX_DELIVER=2 as an outage, never dead-lettered.
-    await waitFor(
-      () => {
-        const retries = sdkLines(svc, "retry").filter((l) => l.code === "OUTPUT_NOT_WRITABLE");
-        const ids = new Set(retries.filter((l) => Number(l.attempts) >= 4).map((l) => l.fileId));
-        return ids.size === files.length ? true : undefined;
-      },
-      { timeoutMs: 60_000, message: "every file retried 4 times with OUTPUT_NOT_WRITABLE" },
-    );
+    // The first failures close the gate; from then on one delivery probes every 2 s and the others wait.
+    const refusals = () => sdkLines(svc, "retry").filter((l) => l.code === "OUTPUT_NOT_WRITABLE");
+    await svc.waitForLog((l) => l.msg === "output refuses writes; pausing", 30_000, "the producer to pause");
+    await waitFor(() => refusals().length >= 4, { timeoutMs: 30_000, message: "two probes after the first failures" });
+    // Stopped pulling: with CONCURRENCY=2, most of the 10 envelopes were never even delivered.
+    const jsm = await jetstreamManager(pub.nc);
+    const group = await jsm.consumers.info("FILES", "file-producers");
+    expect(group.num_pending, JSON.stringify(group)).toBeGreaterThanOrEqual(3);
+    expect(refusals().length).toBeLessThan(10);
     const notReady = await readyz();
     expect(notReady.status).toBe(503);
     expect(notReady.body).toContain(`OUTPUT_DIR ${out} is not writable`);
     expect(sdkLines(svc, "dead-lettered")).toEqual([]);
     expect(await readDeadLetters(pub.nc, "file-producers")).toEqual([]);
 
-    // Fixed: every file lands (the retry delay is capped at 30 s), and the producer is ready again.
+    // Fixed: the next probe succeeds, every file lands, and the producer is ready again.
     if (asRoot) await chown(out, NOBODY.uid, NOBODY.gid);
     else await chmod(out, 0o755);
     await waitFor(async () => ((await listFiles(out)).length === files.length ? true : undefined), {
@@ -227,6 +229,8 @@ describe("start-up refuses what cannot work (exit 78, naming the variable)", () 
       message: "/readyz 200 again",
     });
     expect(await readDeadLetters(pub.nc, "file-producers")).toEqual([]);
+    // SIGTERM still stops it promptly.
+    expect(await svc.stop()).toBe(0);
   });
 });
 
