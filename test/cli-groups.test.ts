@@ -122,6 +122,24 @@ describe("filerelay groups", () => {
         await janitor[Symbol.asyncDispose]();
       }
       expect(await payloadBytes()).toBeLessThan(10_000);
+
+      // A group with a running member is not removed: the member would only create it again.
+      const again = new AbortController();
+      const member = consumeFiles({ nats: nc, group: "file-producers", signal: again.signal, log }, () =>
+        Promise.resolve(),
+      );
+      try {
+        await waitFor(async () => (await jsm.consumers.info("FILES", "file-producers")).num_waiting > 0, {
+          message: "the running member's pull request",
+        });
+        const live = await cli(["groups", "remove", "file-producers", "--yes"], env);
+        expect(live.code).toBe(2);
+        expect(live.stderr).toMatch(/member pull request\(s\) waiting: stop its members first/);
+        expect((await jsm.consumers.info("FILES", "file-producers")).name).toBe("file-producers");
+      } finally {
+        again.abort();
+        await member;
+      }
     } finally {
       await nc.close();
     }

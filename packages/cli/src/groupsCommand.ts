@@ -96,6 +96,19 @@ async function list(ctx: CommandContext): Promise<void> {
   }
 }
 
+/** A delivery this recent means a member may still be working (busy members have no pull waiting). */
+export const RECENT_DELIVERY_MS = 30_000;
+
+/** Why a group looks like it still has running members, or undefined when it looks abandoned. */
+export function memberActivity(group: GroupEntry, now: number): string | undefined {
+  if (group.waiting > 0) return `has ${group.waiting} member pull request(s) waiting`;
+  if (group.ackPending > 0 && group.lastDelivery !== null) {
+    const ago = now - Date.parse(group.lastDelivery);
+    if (ago < RECENT_DELIVERY_MS) return `received a delivery ${Math.round(ago / 1000)} s ago`;
+  }
+  return undefined;
+}
+
 async function remove(ctx: CommandContext, args: GroupsArgs): Promise<void> {
   const name = args.group ?? "";
   await requireStream(ctx, ctx.names.stream);
@@ -113,10 +126,11 @@ async function remove(ctx: CommandContext, args: GroupsArgs): Promise<void> {
       "groups remove",
     );
   }
-  if (group.waiting > 0) {
+  const busy = memberActivity(group, Date.now());
+  if (busy !== undefined) {
     throw new UsageError(
-      `group ${name} has ${group.waiting} member pull request(s) waiting: stop its members first ` +
-        "(a running member would create the group again); pull requests end within seconds",
+      `group ${name} ${busy}: stop its members first (a running member would create the group again), ` +
+        `then try again after ${RECENT_DELIVERY_MS / 1000} s`,
       "groups remove",
     );
   }
