@@ -80,7 +80,7 @@ describe("start-up refuses what cannot work (exit 78, naming the variable)", () 
     // --server is checked the same way.
     const flag = await runCli(["status", "--server", "nats://h:99999"], {});
     expect(flag.code).toBe(78);
-    expect(flag.stderr).toMatch(/NATS_URL: expected a port from 1 to 65535, got "99999"/);
+    expect(flag.stderr).toMatch(/--server \(NATS_URL\): expected a port from 1 to 65535, got "99999"/);
   });
 
   it("an OUTPUT_DIR that is a file, or under one, or under /proc: the producer exits 78 naming OUTPUT_DIR at once", async () => {
