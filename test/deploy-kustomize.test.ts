@@ -28,7 +28,7 @@ describe("deploy/k8s with kustomize", () => {
     const docs = parseAllDocuments(run.stdout).map((d) => d.toJS() as Rendered);
     const kustomization = parseAllDocuments(
       readFileSync(join(repoRoot, "deploy/k8s/kustomization.yaml"), "utf8"),
-    )[0]!.toJS() as { resources: string[]; images: { name: string; newTag: string }[] };
+    )[0]!.toJS() as { resources: string[]; images: { name: string; newTag?: string }[] };
     // As many resources as the listed files declare.
     const declared = kustomization.resources.flatMap((f) =>
       parseAllDocuments(readFileSync(join(repoRoot, "deploy/k8s", f), "utf8")).map((d) => d.toJS() as Rendered),
@@ -42,10 +42,13 @@ describe("deploy/k8s with kustomize", () => {
     }
     const images = docs.flatMap((d) => d.spec?.template?.spec?.containers?.map((c) => c.image) ?? []);
     expect(images.length).toBeGreaterThan(0);
+    // Every image can be pointed at a registry from the kustomization, and a pinned tag is applied.
     const pinned = new Map(kustomization.images.map((i) => [i.name, i.newTag]));
     for (const image of images) {
       const [name, tag] = image.split(":");
-      expect(pinned.get(name ?? ""), image).toBe(tag);
+      expect(pinned.has(name ?? ""), `${image} has an images: entry`).toBe(true);
+      const wanted = pinned.get(name ?? "");
+      if (wanted !== undefined) expect(tag, image).toBe(wanted);
     }
   });
 });

@@ -18,7 +18,7 @@ export function errnoCode(err: unknown): string | undefined {
  * (bounded by the path's depth) and created one at a time; the first failure
  * is thrown as is (ENOENT, EACCES, ENOTDIR, EROFS…).
  */
-export async function makeDirectory(dir: string): Promise<void> {
+export async function makeDirectory(dir: string, options: { mode?: number } = {}): Promise<void> {
   const missing: string[] = [];
   let current = resolve(dir);
   for (;;) {
@@ -42,7 +42,7 @@ export async function makeDirectory(dir: string): Promise<void> {
   }
   for (const part of missing.reverse()) {
     try {
-      await mkdir(part);
+      await mkdir(part, options.mode === undefined ? undefined : { mode: options.mode });
     } catch (err) {
       if (errnoCode(err) !== "EEXIST") throw err;
     }
