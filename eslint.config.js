@@ -19,7 +19,7 @@ export default tseslint.config(
   {
     languageOptions: {
       parserOptions: {
-        projectService: { allowDefaultProject: ["*.js", "scripts/*.mjs"] },
+        projectService: { allowDefaultProject: ["*.js", "scripts/*.mjs", "packages/*/bin/*.mjs"] },
         tsconfigRootDir: import.meta.dirname,
       },
     },

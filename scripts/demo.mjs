@@ -1,22 +1,26 @@
 #!/usr/bin/env node
 // `pnpm demo`: builds if needed, then relays ./demo/input → ./demo/output with
-// one consumer and one producer (archive ./demo/archive, errors ./demo/error).
-// Uses NATS_URL, else a server already on 127.0.0.1:4222, else starts a local
-// nats-server with a temporary store. Drops a few sample files, prints where
-// each one lands, and keeps running until Ctrl-C.
+// one consumer and one producer (archive ./demo/archive, errors ./demo/error;
+// DEMO_DIR moves the whole tree). Starts its own nats-server on a free port
+// with a temporary store, unless NATS_URL names one. Its JetStream objects have
+// their own names (stream DEMO, subject demo.input, group demo-producers), so
+// it never joins or drains a deployment on the same server. Drops a few sample
+// files, prints where each one lands, and keeps running until Ctrl-C.
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { accessSync, constants, createWriteStream } from "node:fs";
 import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { connect, createServer } from "node:net";
 import { tmpdir } from "node:os";
-import { delimiter, join, relative } from "node:path";
+import { delimiter, join, relative, resolve } from "node:path";
 import process from "node:process";
 import { clearTimeout, setTimeout } from "node:timers";
 import { fileURLToPath, URL } from "node:url";
 
 const root = fileURLToPath(new URL("..", import.meta.url));
-const demo = join(root, "demo");
+const demo = process.env.DEMO_DIR ? resolve(process.env.DEMO_DIR) : join(root, "demo");
+/** The demo's own JetStream names: never the defaults (FILES, files.input, file-producers) of a real deployment. */
+const names = { STREAM: "DEMO", SUBJECT: "demo.input", GROUP: "demo-producers", SOURCE: "demo" };
 const dirs = {
   input: join(demo, "input"),
   output: join(demo, "output"),
@@ -36,27 +40,45 @@ async function main() {
   for (const d of Object.values(dirs)) await mkdir(d, { recursive: true });
   const natsUrl = await ensureNats();
 
-  const common = { NATS_URL: natsUrl, LOG_LEVEL: "info" };
+  const common = {
+    NATS_URL: natsUrl,
+    LOG_LEVEL: "info",
+    STREAM: names.STREAM,
+    SUBJECT: names.SUBJECT,
+    // The demo's files, not a copy of the environment's: a shell's STREAM or SUBJECT must not leak in.
+    PRODUCER_GROUP: names.GROUP,
+  };
+  const ports = { consumer: await portOr(9464), producer: await portOr(9465) };
   const consumer = startChild("consumer", join(root, "packages/consumer/dist/main.js"), {
     ...common,
     INPUT_DIR: dirs.input,
     ARCHIVE_DIR: dirs.archive,
     ERROR_DIR: dirs.error,
-    SOURCE: "demo",
+    SOURCE: names.SOURCE,
+    SINK_GROUPS: names.GROUP,
     STABILITY_MS: "500",
     POLL_INTERVAL_MS: "2000",
-    HTTP_PORT: String(await portOr(9464)),
+    HTTP_PORT: String(ports.consumer.port),
   });
   const producer = startChild("producer", join(root, "packages/producer/dist/main.js"), {
     ...common,
     OUTPUT_DIR: dirs.output,
     ERROR_DIR: dirs.error,
-    HTTP_PORT: String(await portOr(9465)),
+    HTTP_PORT: String(ports.producer.port),
   });
   await Promise.all([consumer.started("consumer started"), producer.started("consuming files")]);
 
   say(`\nfilerelay demo: ${show(dirs.input)} → NATS (${natsUrl}) → ${show(dirs.output)}`);
-  say(`  archive: ${show(dirs.archive)}   errors: ${show(dirs.error)}   logs: ${show(dirs.logs)}\n`);
+  say(`  stream ${names.STREAM}, subject ${names.SUBJECT}, group ${names.GROUP} (not a deployment's defaults)`);
+  say(`  archive: ${show(dirs.archive)}   errors: ${show(dirs.error)}   logs: ${show(dirs.logs)}`);
+  for (const [name, p] of Object.entries(ports)) {
+    say(
+      p.port > 0
+        ? `  ${name}: http://127.0.0.1:${p.port}/healthz  /readyz  /metrics`
+        : `  ${name}: no health/metrics endpoint (port ${p.wanted} is busy)`,
+    );
+  }
+  say(`  CLI: pnpm exec filerelay status --server ${natsUrl} --stream ${names.STREAM} --subject ${names.SUBJECT}\n`);
   const samples = await dropSamples();
   say(`dropped ${samples.length} sample files into ${show(dirs.input)}:`);
   await producer.landed(samples.length);
@@ -82,12 +104,8 @@ async function build() {
 async function ensureNats() {
   if (process.env.NATS_URL) {
     say(`using NATS_URL=${process.env.NATS_URL}`);
+    await refuseSharedDeadLetters(process.env.NATS_URL);
     return process.env.NATS_URL;
-  }
-  const url = "nats://127.0.0.1:4222";
-  if (await answers(4222)) {
-    say(`using the NATS server already answering on 127.0.0.1:4222 (it must have JetStream enabled)`);
-    return url;
   }
   const bin = findNatsServer();
   if (!bin) {
@@ -95,13 +113,43 @@ async function ensureNats() {
       "nats-server is not installed: install it (Debian/Ubuntu: `sudo apt-get install nats-server`, macOS: `brew install nats-server`, or a release from https://github.com/nats-io/nats-server/releases) or set NATS_URL to a JetStream-enabled server.",
     );
   }
+  // Never whatever answers on 4222: that may be a real deployment (the compose stack publishes it).
+  const port = (await portOr(0)).port;
   const store = await mkdtemp(join(tmpdir(), "filerelay-demo-nats-"));
-  say(`no NATS server on 127.0.0.1:4222: starting ${bin} with JetStream and a temporary store in ${store}`);
-  const nats = startChild("nats-server", bin, {}, ["-a", "127.0.0.1", "-p", "4222", "-js", "-sd", store]);
+  say(`starting the demo's own nats-server on 127.0.0.1:${port} (JetStream, temporary store ${store})`);
+  const nats = startChild("nats-server", bin, {}, ["-a", "127.0.0.1", "-p", String(port), "-js", "-sd", store]);
   nats.cleanup = () => rm(store, { recursive: true, force: true });
-  for (let i = 0; i < 100 && !(await answers(4222)); i++) await new Promise((r) => setTimeout(r, 100));
-  if (!(await answers(4222))) fail("the local nats-server did not start; see demo/logs/nats-server.log");
-  return url;
+  for (let i = 0; i < 100 && !(await answers(port)); i++) await new Promise((r) => setTimeout(r, 100));
+  if (!(await answers(port)))
+    fail(`the demo's nats-server did not start; see ${show(join(dirs.logs, "nats-server.log"))}`);
+  return `nats://127.0.0.1:${port}`;
+}
+
+/**
+ * Every filerelay deployment's dead-letter stream captures filerelay.dlq.>, so
+ * two cannot coexist on one server: rather than fail half-way (or dead-letter
+ * into another deployment's stream), the demo refuses such a server up front.
+ */
+async function refuseSharedDeadLetters(url) {
+  const { connect } = await import("@nats-io/transport-node");
+  const { jetstreamManager } = await import("@nats-io/jetstream");
+  let nc;
+  try {
+    nc = await connect({ servers: url.split(",").map((u) => u.trim()), timeout: 5000 });
+  } catch (err) {
+    fail(`cannot connect to NATS_URL ${url}: ${err?.message ?? err}`);
+  }
+  try {
+    const jsm = await jetstreamManager(nc);
+    const owner = await jsm.streams.find("filerelay.dlq.demo-producers").catch(() => undefined);
+    if (owner && owner !== `${names.STREAM}_DLQ`) {
+      fail(
+        `NATS_URL ${url} already holds another filerelay deployment (its dead-letter stream ${owner} owns filerelay.dlq.>); the demo leaves it alone. Unset NATS_URL to let the demo start its own server.`,
+      );
+    }
+  } finally {
+    await nc.close();
+  }
 }
 
 function findNatsServer() {
@@ -128,12 +176,15 @@ function answers(port) {
   });
 }
 
-/** `port` when it is free, else 0 (the service then serves no HTTP endpoint). */
-function portOr(port) {
+/** `wanted` when it is free (0: any free port), else port 0 (the service then serves no HTTP endpoint). */
+function portOr(wanted) {
   return new Promise((resolve) => {
     const srv = createServer();
-    srv.once("error", () => resolve(0));
-    srv.listen(port, "0.0.0.0", () => srv.close(() => resolve(port)));
+    srv.once("error", () => resolve({ wanted, port: 0 }));
+    srv.listen(wanted, wanted === 0 ? "127.0.0.1" : "0.0.0.0", () => {
+      const port = srv.address().port;
+      srv.close(() => resolve({ wanted, port }));
+    });
   });
 }
 
@@ -194,9 +245,9 @@ function onLogLine(name, line, countLanded) {
   if (name === "producer" && typeof line.location === "string" && typeof line.outcome === "string") {
     countLanded();
     const verb = line.outcome === "written" ? "→" : `→ (${line.outcome})`;
-    say(
-      `  ${show(join(dirs.input, line.path))} ${verb} ${show(line.location)}  [${line.size} bytes, ${line.durationMs} ms]`,
-    );
+    // Files the demo's consumer published come from its input directory; others (`filerelay send`) say their source.
+    const origin = line.source === names.SOURCE ? show(join(dirs.input, line.path)) : `${line.source}:${line.path}`;
+    say(`  ${origin} ${verb} ${show(line.location)}  [${line.size} bytes, ${line.durationMs} ms]`);
   } else if (name === "producer" && line.outcome === "dead-lettered") {
     say(`  ${line.path ?? line.fileId} dead-lettered [${line.code}]: ${line.err}`);
   } else if ((line.level === "warn" || line.level === "error" || line.level === "fatal") && line.msg) {
@@ -226,7 +277,7 @@ async function dropSamples() {
 async function shutdown(code) {
   if (stopping) return;
   stopping = true;
-  say("\nstopping…");
+  say(code === 0 ? "\nstopping (Ctrl-C)…" : "\nstopping…");
   // Services first (they drain and ack), the broker last.
   const services = children.filter((c) => c.name !== "nats-server");
   await Promise.all(services.map((c) => stop(c.proc, 20_000)));

@@ -123,7 +123,9 @@ describe("consumer service: failures", () => {
     const first = startConsumer(env);
     await consumerStarted(first);
     // A regular file where ARCHIVE_DIR should be: archiving fails after the publish, and the
-    // consumer sits in its (long) retry backoff: the window a crash can hit.
+    // consumer sits in its (long) retry backoff: the window a crash can hit. (The consumer created
+    // ARCHIVE_DIR at start; it is replaced behind its back.)
+    await rm(dirs.archive, { recursive: true, force: true });
     await writeFile(dirs.archive, "not a directory");
     await writeRel(dirs.input, "a.txt", "alpha\n");
     await writeRel(dirs.input, "b.txt", "bravo\n");

@@ -68,15 +68,20 @@ describe("end to end: consumer → NATS → producers (fs)", () => {
     const written = await listFiles(out);
     expect(written).toHaveLength(300);
     const dateDir = todayDir();
-    expect(written.every((p) => p.startsWith(`${dateDir}/api-`))).toBe(true);
+    // The default template keeps the original name: <name>-<8 hex of ce-id><ext>.
+    expect(written.every((p) => p.startsWith(`${dateDir}/`))).toBe(true);
     const seen = new Set<string>();
     for (const p of written) {
       const sha = await fileSha(join(out, p));
       expect(expected.has(sha), p).toBe(true);
       expect(seen.has(sha), `second copy ${p}`).toBe(false);
       seen.add(sha);
-      // The extension survives the default template.
-      expect(p.slice(p.lastIndexOf("."))).toBe(expected.get(sha)!.slice(expected.get(sha)!.lastIndexOf(".")));
+      // The name and extension survive the default template.
+      const source = expected.get(sha)!.split("/").pop()!;
+      const dot = source.lastIndexOf(".");
+      const name = p.split("/").pop()!;
+      expect(name.startsWith(`${source.slice(0, dot)}-`) && name.endsWith(source.slice(dot)), p).toBe(true);
+      expect(name.length, p).toBe(source.length + 9);
     }
     expect(seen.size).toBe(300);
 
@@ -119,7 +124,7 @@ describe("end to end: consumer → NATS → producers (fs)", () => {
     const auditFiles = await listFiles(join(root, "audit"));
     expect(mainFiles).toHaveLength(12);
     expect(auditFiles).toHaveLength(12);
-    expect(auditFiles.every((p) => p.startsWith("api/api-"))).toBe(true);
+    expect(auditFiles.every((p) => /^api\/[^/]+-[0-9a-f]{8}\.[a-z]+$/.test(p))).toBe(true);
     for (const [dir, files] of [
       ["main", mainFiles],
       ["audit", auditFiles],

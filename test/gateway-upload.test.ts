@@ -92,7 +92,9 @@ describe("gateway: multipart upload", () => {
     const shas = await Promise.all(written.map((p) => fileSha(join(out, p))));
     expect(shas.sort()).toEqual([await fileSha(a), await fileSha(b)].sort());
     // Each key publishes as its own source: the upload key is "ci".
-    expect(written.every((p) => p.startsWith("ci-"))).toBe(true);
+    expect(outcomeLines(producer).map((l) => l.source)).toEqual(["ci", "ci"]);
+    // The default FILENAME_TEMPLATE keeps the uploaded names recognizable.
+    expect(written.map((p) => p.replace(/-[0-9a-f]{8}(?=\.)/, "")).sort()).toEqual(["a.csv", "b.bin"]);
     const subjects = outcomeLines(producer).map((l) => l.path);
     expect(subjects.sort()).toEqual(["reports/2026/a.csv", "reports/2026/b.bin"]);
   });

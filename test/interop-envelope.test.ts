@@ -278,10 +278,11 @@ describe("interop: envelopes with a plain NATS client and docs/envelope.md", () 
         timeoutMs: 30_000,
         message: `the producer to write both files (${producer.stderr()})`,
       });
-      // Default FILENAME_TEMPLATE {{.Source}}-{{.ID}}{{.Ext}}, ORGANIZE_BY=none.
-      expect((await readdir(out)).sort()).toEqual([`manual-${id}.dat`, `manual-${objectId}.dat`].sort());
-      expect((await readFile(join(out, `manual-${id}.dat`))).equals(body)).toBe(true);
-      expect((await readFile(join(out, `manual-${objectId}.dat`))).equals(big)).toBe(true);
+      // Default FILENAME_TEMPLATE {{.Name}}-{{.ShortID}}{{.Ext}}, ORGANIZE_BY=none.
+      const short = (uuid: string) => uuid.replace(/-/g, "").slice(0, 8);
+      expect((await readdir(out)).sort()).toEqual([`made-${short(id)}.dat`, `big-${short(objectId)}.dat`].sort());
+      expect((await readFile(join(out, `made-${short(id)}.dat`))).equals(body)).toBe(true);
+      expect((await readFile(join(out, `big-${short(objectId)}.dat`))).equals(big)).toBe(true);
       expect(producer.logs().filter((l) => l.msg === "file dead-lettered")).toEqual([]);
     } finally {
       await nc.close();

@@ -1,5 +1,5 @@
 import { watch } from "node:fs";
-import { mkdir, mkdtemp, readdir, readFile, rm, stat, symlink, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, readFile, rm, stat, symlink } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { jetstreamManager } from "@nats-io/jetstream";
@@ -8,6 +8,7 @@ import { connectNats, provision, silentLogger } from "@filerelay/core";
 import { startNats, startService, waitFor, type RunningService } from "./support/index.js";
 import {
   createPublisher,
+  defaultOutputName,
   fileSha,
   listFiles,
   outcomeLines,
@@ -66,11 +67,14 @@ describe("producer service, filesystem sink", () => {
         TestFile["envelope"],
         TestFile["envelope"],
       ];
+      // The default template: {{.Name}}-{{.ShortID}}{{.Ext}} (Report-1a2b3c4d.CSV, README-1a2b3c4d).
+      const n = defaultOutputName;
+      expect(n(csv)).toBe(`Report-${csv.id.replace(/-/g, "").slice(0, 8)}.CSV`);
       const expected: Record<(typeof strategies)[number], string[]> = {
-        date: [`${day}/api-${csv.id}.CSV`, `${day}/cam-${jpg.id}.jpg`, `${day}/api-${readme.id}`],
-        type: [`csv/api-${csv.id}.CSV`, `jpg/cam-${jpg.id}.jpg`, `unknown/api-${readme.id}`],
-        source: [`api/api-${csv.id}.CSV`, `cam/cam-${jpg.id}.jpg`, `api/api-${readme.id}`],
-        none: [`api-${csv.id}.CSV`, `cam-${jpg.id}.jpg`, `api-${readme.id}`],
+        date: [`${day}/${n(csv)}`, `${day}/${n(jpg)}`, `${day}/${n(readme)}`],
+        type: [`csv/${n(csv)}`, `jpg/${n(jpg)}`, `unknown/${n(readme)}`],
+        source: [`api/${n(csv)}`, `cam/${n(jpg)}`, `api/${n(readme)}`],
+        none: [n(csv), n(jpg), n(readme)],
       };
       for (const [i, s] of strategies.entries()) {
         expect(await listFiles(join(root, s))).toEqual([...expected[s]].sort());
@@ -162,7 +166,7 @@ describe("producer service, filesystem sink", () => {
     const lines = await waitOutcomes(svc, 2);
     expect(lines.map((l) => l.outcome)).toEqual(["written", "duplicate"]);
     expect(lines[1]!.location).toBe(lines[0]!.location);
-    expect(await listFiles(out)).toEqual([`${todayDir()}/api-${f.envelope.id}.bin`]);
+    expect(await listFiles(out)).toEqual([`${todayDir()}/${defaultOutputName(f.envelope)}`]);
     expect(await fileSha(lines[0]!.location as string)).toBe(f.envelope.sha256);
 
     expect(await svc.stop()).toBe(0);
@@ -185,7 +189,7 @@ describe("producer service, filesystem sink", () => {
       producerEnv(nats.url, { ...env, CHUNK_SIZE: "4096", FSYNC_EVERY_CHUNKS: "1" }),
     );
     await ready(first);
-    const finalName = join(out, `api-${f.envelope.id}.bin`);
+    const finalName = join(out, defaultOutputName(f.envelope));
     let killing: Promise<void> | undefined;
     const watcher = watch(out, (_event, name) => {
       if (typeof name === "string" && name.startsWith(".filerelay-")) killing ??= first.kill();
@@ -201,7 +205,7 @@ describe("producer service, filesystem sink", () => {
     expect(first.proc.signalCode).toBe("SIGKILL");
     const left = await listFiles(out);
     expect(left.some((n) => n.startsWith(".filerelay-") && n.endsWith(".tmp"))).toBe(true);
-    expect(left).not.toContain(`api-${f.envelope.id}.bin`);
+    expect(left).not.toContain(defaultOutputName(f.envelope));
     const partial = left.find((n) => n.startsWith(".filerelay-"))!;
     expect((await stat(join(out, partial))).size).toBeLessThan(content.length);
 
@@ -215,7 +219,7 @@ describe("producer service, filesystem sink", () => {
       60_000,
       "the killed writer's temp file removed",
     );
-    expect(await listFiles(out)).toEqual([`api-${f.envelope.id}.bin`]);
+    expect(await listFiles(out)).toEqual([defaultOutputName(f.envelope)]);
     expect(await fileSha(finalName)).toBe(sha256(content));
   });
 
@@ -278,8 +282,8 @@ describe("producer service, filesystem sink", () => {
     expect(await svc.exited(60_000)).toBe(0);
     expect(outcomeLines(svc)).toMatchObject([{ fileId: f.envelope.id, outcome: "written" }]);
     expect(sdkLines(svc, "acked")).toHaveLength(1);
-    expect(await listFiles(out)).toEqual([`api-${f.envelope.id}.bin`]);
-    expect(await fileSha(join(out, `api-${f.envelope.id}.bin`))).toBe(f.envelope.sha256);
+    expect(await listFiles(out)).toEqual([defaultOutputName(f.envelope)]);
+    expect(await fileSha(join(out, defaultOutputName(f.envelope)))).toBe(f.envelope.sha256);
     // Nothing left for the group: the message was acknowledged before exit.
     const info = await (await jetstreamManager(pub.nc)).consumers.info("FILES", "file-producers");
     expect([info.num_pending, info.num_ack_pending]).toEqual([0, 0]);
@@ -390,34 +394,6 @@ describe("producer service, filesystem sink", () => {
     expect((await stat("/etc/passwd")).mtimeMs).toBe(passwdBefore.mtimeMs);
   });
 
-  it("naks with backoff while OUTPUT_DIR is unusable, then dead-letters after MAX_DELIVER", async () => {
-    await using nats = await startNats();
-    await using pub = await createPublisher(nats.url);
-    await writeFile(join(root, "a-file"), "not a directory");
-    await using svc = startService(
-      "producer",
-      producerEnv(nats.url, { OUTPUT_DIR: join(root, "a-file", "out"), MAX_DELIVER: "3", RETRY_BACKOFF_MS: "200" }),
-    );
-    await ready(svc);
-    const f = testFile("doomed.txt", "cannot land\n");
-    await pub.publish(f);
-    const [dead] = await waitFor(
-      async () => {
-        const d = await readDeadLetters(pub.nc, "file-producers");
-        return d.length > 0 ? d : undefined;
-      },
-      { message: "the dead letter" },
-    );
-    expect(dead!.code).toBe("MAX_DELIVER_EXCEEDED");
-    expect(dead!.deliveries).toBe(3);
-    expect(dead!.error).toMatch(/WRITE_FAILED/);
-    const retries = sdkLines(svc, "retry");
-    expect(retries.map((l) => [l.code, l.attempts, l.retryInMs])).toEqual([
-      ["WRITE_FAILED", 1, 200],
-      ["WRITE_FAILED", 2, 400],
-    ]);
-  });
-
   it("delivers files published before any producer started, to every group (file-producers and audit)", async () => {
     await using nats = await startNats();
     await using pub = await createPublisher(nats.url);
@@ -442,11 +418,13 @@ describe("producer service, filesystem sink", () => {
     );
     await Promise.all([waitOutcomes(main, files.length), waitOutcomes(audit, files.length)]);
     const day = todayDir();
-    expect(await listFiles(join(root, "main"))).toEqual(files.map((f) => `${day}/api-${f.envelope.id}.bin`).sort());
-    expect(await listFiles(join(root, "audit"))).toEqual(files.map((f) => `api-${f.envelope.id}.bin`).sort());
+    expect(await listFiles(join(root, "main"))).toEqual(
+      files.map((f) => `${day}/${defaultOutputName(f.envelope)}`).sort(),
+    );
+    expect(await listFiles(join(root, "audit"))).toEqual(files.map((f) => defaultOutputName(f.envelope)).sort());
     for (const f of files) {
-      expect(await fileSha(join(root, "audit", `api-${f.envelope.id}.bin`))).toBe(f.envelope.sha256);
-      expect(await fileSha(join(root, "main", day, `api-${f.envelope.id}.bin`))).toBe(f.envelope.sha256);
+      expect(await fileSha(join(root, "audit", defaultOutputName(f.envelope)))).toBe(f.envelope.sha256);
+      expect(await fileSha(join(root, "main", day, defaultOutputName(f.envelope)))).toBe(f.envelope.sha256);
     }
   });
 });

@@ -7,6 +7,7 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { startNats, startService, tmpfsMountWorks, waitFor } from "./support/index.js";
 import {
   createPublisher,
+  defaultOutputName,
   listFiles,
   outcomeLines,
   producerEnv,
@@ -95,8 +96,8 @@ describe("a file larger than the whole output filesystem", () => {
       }
       // Only the small files are on the disk: no temp file left by the write that ran out of space.
       expect(await listFiles(disk)).toEqual([
-        "nocheck/api-" + small.envelope.id + ".bin",
-        "precheck/api-" + small.envelope.id + ".bin",
+        `nocheck/${defaultOutputName(small.envelope)}`,
+        `precheck/${defaultOutputName(small.envelope)}`,
       ]);
     },
     60_000,

@@ -138,6 +138,14 @@ export function sdkLines(svc: RunningService, outcome: "acked" | "retry" | "dead
   return svc.logs().filter((l) => l.outcome === outcome && l.msg !== undefined && l.location === undefined);
 }
 
+/** The default FILENAME_TEMPLATE's name, {{.Name}}-{{.ShortID}}{{.Ext}}, for a plain file name. */
+export function defaultOutputName(envelope: Pick<Envelope, "filename" | "id">): string {
+  const dot = envelope.filename.lastIndexOf(".");
+  const [name, ext] =
+    dot > 0 ? [envelope.filename.slice(0, dot), envelope.filename.slice(dot)] : [envelope.filename, ""];
+  return `${name}-${envelope.id.replace(/-/g, "").slice(0, 8)}${ext}`;
+}
+
 /** Environment for a producer under test. */
 export function producerEnv(natsUrl: string, extra: Record<string, string>): Record<string, string> {
   return {

@@ -118,7 +118,7 @@ async function expectLandedOnce(s3: S3Server, files: InputFile[]): Promise<void>
   expect(keys).toHaveLength(files.length);
   // Dates are UTC at write time: a run that crosses midnight writes under either day.
   const days = [todayKeyDir(new Date(Date.now() - 3_600_000)), todayKeyDir()].join("|");
-  const keyPattern = new RegExp(`^${PREFIX}(${days})/it-[0-9a-f-]{36}\\.bin$`);
+  const keyPattern = new RegExp(`^${PREFIX}(${days})/[^/]+-[0-9a-f]{8}\\.bin$`);
   const byName = new Map(files.map((f) => [f.rel.split("/").pop() ?? f.rel, f]));
   const seen = new Set<string>();
   for (const key of keys) {
@@ -129,7 +129,9 @@ async function expectLandedOnce(s3: S3Server, files: InputFile[]): Promise<void>
     expect(file, `${key} (${name}) is one of the input files`).toBeDefined();
     expect(obj).toMatchObject({ size: file?.size, sha256: file?.sha256 });
     expect(obj?.metadata["filerelay-sha256"]).toBe(file?.sha256);
-    expect(key).toContain(obj?.metadata["filerelay-id"]);
+    // The default template: {{.Name}}-{{.ShortID}}{{.Ext}}.
+    const shortId = (obj?.metadata["filerelay-id"] ?? "").replace(/-/g, "").slice(0, 8);
+    expect(key.split("/").pop()).toBe(`${name.replace(/\.bin$/, "")}-${shortId}.bin`);
     seen.add(name);
   }
   expect(seen.size).toBe(files.length);

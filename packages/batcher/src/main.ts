@@ -1,7 +1,7 @@
 #!/usr/bin/env node
-import { mkdir } from "node:fs/promises";
 import { jetstream } from "@nats-io/jetstream";
 import {
+  makeDirectory,
   ConfigError,
   connectNats,
   openServiceLedger,
@@ -32,12 +32,13 @@ function aborted(signal: AbortSignal): Promise<void> {
   return new Promise((resolve) => signal.addEventListener("abort", () => resolve(), { once: true }));
 }
 
-async function main({ signal }: ServiceContext): Promise<void> {
+async function main({ signal, setShutdownTimeout }: ServiceContext): Promise<void> {
   const config = await loadBatcherConfig();
+  setShutdownTimeout(config.SHUTDOWN_TIMEOUT_MS);
   const log = createLogger(config, { service: "batcher" });
   log.info({ config: redactConfig(config) }, "effective configuration");
   try {
-    await mkdir(config.BATCH_SPOOL_DIR, { recursive: true, mode: 0o700 });
+    await makeDirectory(config.BATCH_SPOOL_DIR, { mode: 0o700 });
   } catch (err) {
     throw new ConfigError([`BATCH_SPOOL_DIR: cannot create ${config.BATCH_SPOOL_DIR}: ${(err as Error).message}`]);
   }

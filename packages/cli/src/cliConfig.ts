@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { commonEnvShape, envBytes, loadConfig, type Env } from "@filerelay/core";
+import { commonEnvShape, ConfigError, envBytes, loadConfig, type Env } from "@filerelay/core";
 
 /**
  * The CLI reads the services' common NATS_* / STREAM / SUBJECT variables (and
@@ -27,11 +27,26 @@ export interface CliConfigOverrides {
   subject?: string | undefined;
 }
 
+const FLAGS = { server: "NATS_URL", stream: "STREAM", subject: "SUBJECT" } as const;
+
 /** Environment + `.env` + flags; throws ConfigError (exit 78) listing every problem. */
-export function loadCliConfig(overrides: CliConfigOverrides, env: Env = process.env): Promise<CliConfig> {
+export async function loadCliConfig(overrides: CliConfigOverrides, env: Env = process.env): Promise<CliConfig> {
   const merged: Env = { ...env };
-  if (overrides.server !== undefined) merged.NATS_URL = overrides.server;
-  if (overrides.stream !== undefined) merged.STREAM = overrides.stream;
-  if (overrides.subject !== undefined) merged.SUBJECT = overrides.subject;
-  return loadConfig(cliEnvSchema, merged, { envFile: ".env" });
+  for (const [flag, variable] of Object.entries(FLAGS)) {
+    const value = overrides[flag as keyof typeof FLAGS];
+    if (value !== undefined) merged[variable] = value;
+  }
+  try {
+    return await loadConfig(cliEnvSchema, merged, { envFile: ".env" });
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    // A value given as a flag is reported under the flag's name.
+    const named = err.problems.map((p) => {
+      const given = Object.entries(FLAGS).find(
+        ([flag, variable]) => overrides[flag as keyof typeof FLAGS] !== undefined && p.startsWith(`${variable}:`),
+      );
+      return given ? `--${given[0]} (${given[1]})${p.slice(given[1].length)}` : p;
+    });
+    throw new ConfigError(named, { cause: err });
+  }
 }

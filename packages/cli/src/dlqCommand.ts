@@ -31,20 +31,41 @@ async function targets(ctx: CommandContext, args: DlqArgs): Promise<StoredDeadLe
   return args.all ? readDeadLetters(ctx, args.group) : findDeadLetters(ctx, args.ref ?? "", args.group);
 }
 
-function listTable(entries: readonly DeadLetterEntry[]): string {
-  return renderTable(
-    ["seq", "id", "filename", "group", "code", "error", "deliveries", "time"],
-    entries.map((e) => [
-      e.seq,
-      e.id ?? "",
-      shorten(e.filename, 40),
-      e.group,
-      e.code ?? "",
-      shorten(e.error, 60),
-      e.deliveries ?? "",
-      e.time,
-    ]),
-  );
+/**
+ * One row per dead letter, as wide as the terminal (120 columns in a pipe):
+ * the file name and the reason wrap instead of stretching every row.
+ */
+function listTable(entries: readonly DeadLetterEntry[], columns = process.stdout.columns || 120): string {
+  const rows = entries.map((e) => [
+    e.seq,
+    e.id ?? "",
+    shorten(e.filename, 120),
+    e.group,
+    e.code ?? "",
+    shorten(e.error, 400),
+    e.deliveries ?? "",
+    e.time,
+  ]);
+  // Fixed columns at their content width (+2 padding, +1 border each); name and error share the rest.
+  const natural = (i: number) =>
+    Math.max(
+      ["seq", "id", "filename", "group", "code", "error", "deliveries", "time"][i]!.length,
+      ...rows.map((r) => String(r[i]).length),
+    ) + 2;
+  const fixed = [0, 1, 3, 4, 6, 7].reduce((sum, i) => sum + natural(i), 0) + 9;
+  const free = Math.max(40, columns - fixed);
+  const name = Math.min(natural(2), Math.max(12, Math.floor(free / 3)));
+  const error = Math.max(20, Math.min(natural(5), free - name));
+  return renderTable(["seq", "id", "filename", "group", "code", "error", "deliveries", "time"], rows, [
+    null,
+    null,
+    name,
+    null,
+    null,
+    error,
+    null,
+    null,
+  ]);
 }
 
 async function list(ctx: CommandContext, args: DlqArgs): Promise<void> {

@@ -10,3 +10,4 @@ export * from "./tailCommand.js";
 
 export * from "./usageError.js";
 export * from "./requireStream.js";
+export * from "./groupsCommand.js";

@@ -1,8 +1,19 @@
 import Table from "cli-table3";
 
-/** A plain table for humans (no colours: output is often piped or logged). */
-export function renderTable(head: readonly string[], rows: readonly (readonly (string | number)[])[]): string {
-  const table = new Table({ head: [...head], style: { head: [], border: [] } });
+/**
+ * A plain table for humans (no colours: output is often piped or logged).
+ * `widths` (one per column, null = as wide as its content) wraps long cells.
+ */
+export function renderTable(
+  head: readonly string[],
+  rows: readonly (readonly (string | number)[])[],
+  widths?: readonly (number | null)[],
+): string {
+  const table = new Table({
+    head: [...head],
+    style: { head: [], border: [] },
+    ...(widths ? { colWidths: [...widths], wordWrap: true, wrapOnWordBoundary: false } : {}),
+  });
   for (const row of rows) table.push(row.map((cell) => (typeof cell === "number" ? String(cell) : cell)));
   return table.toString();
 }

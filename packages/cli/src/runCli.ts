@@ -1,3 +1,4 @@
+import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import {
@@ -14,6 +15,7 @@ import { loadCliConfig } from "./cliConfig.js";
 import type { CommandContext } from "./commandContext.js";
 import { dlqCommand, type DlqArgs } from "./dlqCommand.js";
 import { checkFilesArgs, filesCommand, type FilesArgs } from "./filesCommand.js";
+import { groupsCommand } from "./groupsCommand.js";
 import { sendCommand } from "./sendCommand.js";
 import { statusCommand } from "./statusCommand.js";
 import { tailCommand } from "./tailCommand.js";
@@ -29,6 +31,7 @@ const GLOBAL_HELP = `Options for every command:
   --subject <subj>   envelope subject (default: $SUBJECT or files.input)
   --json             machine-readable output (one JSON document; JSON lines for tail)
   -h, --help         help for the command
+  -V, --version      print the version
 
 Credentials and TLS come from NATS_CREDS, NATS_TOKEN, NATS_USER/NATS_PASSWORD,
 NATS_NKEY_SEED_FILE, NATS_TLS_CA/CERT/KEY (and .env in the working directory).
@@ -48,6 +51,9 @@ Commands:
   files watch [<id>]             live state changes and byte progress (Ctrl-C stops)
   send <file> [--source s]       publish one file as the consumer would
   tail                           print envelopes as they pass (Ctrl-C stops)
+  groups list                    durable sink groups: pending, last delivery, dead letters
+  groups remove <group> --yes    delete an abandoned group (the stream stops keeping envelopes for it)
+  help [command]                 this help, or a command's
 
 Run \`filerelay <command> --help\` for details.
 
@@ -58,6 +64,13 @@ Shows the envelope stream and the dead-letter stream (messages, bytes), every
 durable sink group on the envelope stream (pending = not yet delivered, ack
 pending = delivered and not acknowledged, redelivered, dead letters), and the
 payload / fingerprint / claim buckets with their sizes.
+
+The payload bucket's bytes are files larger than INLINE_MAX_BYTES whose
+envelope some group has not acknowledged yet (pending, being written, or dead-
+lettered: kept for \`dlq replay\`), plus orphans (an upload whose envelope was
+never published), which the payload sweep removes after PAYLOAD_ORPHAN_GRACE_MS.
+A payload bucket that keeps growing usually means a group nobody runs any more
+(see \`filerelay groups list\`).
 
 ${GLOBAL_HELP}`,
   dlq: `Usage: filerelay dlq <list|show|replay|purge> ...
@@ -99,12 +112,13 @@ Deletes dead letters for good: --all (of one --group, or every group), or the
 entries an <id|seq> names.
 
 ${GLOBAL_HELP}`,
-  send: `Usage: filerelay send <file> [--source s] [--content-type t] [--json]
+  send: `Usage: filerelay send <file> [--source s] [--content-type t] [--verbose] [--json]
 
 Publishes one file with the consumer's envelope: ce-id from the same
 fingerprint, ce-subject = the file name, ce-source = --source or the name of
 the file's directory; inline up to INLINE_MAX_BYTES (262144), else uploaded to
-the payload Object Store first (with a progress bar on a terminal).
+the payload Object Store first (with a progress bar, rate and ETA on a
+terminal). Prints one line per file; --verbose adds every envelope header.
 
 ${GLOBAL_HELP}`,
   files: `Usage: filerelay files <list|show|watch> ...
@@ -141,6 +155,30 @@ Prints state changes and byte progress as they happen (JSON lines with
 it ends once the file is delivered, failed or in error; without, Ctrl-C stops.
 
 ${GLOBAL_HELP}`,
+  groups: `Usage: filerelay groups <list|remove> ...
+
+  groups list [--json]                   one row per durable group on the stream
+  groups remove <group> --yes [--json]   delete an abandoned group's durable
+
+${GLOBAL_HELP}`,
+  "groups list": `Usage: filerelay groups list [--json]
+
+One row per durable sink group on the envelope stream: pending (envelopes not
+yet delivered to it), ack pending, redelivered, waiting (pull requests: its
+running idle members), last delivery and dead letters. The stream is an
+interest stream: it keeps every envelope, and its payload object, until each
+group has taken it, so a group nobody runs any more holds all new traffic.
+
+${GLOBAL_HELP}`,
+  "groups remove": `Usage: filerelay groups remove <group> --yes [--json]
+
+Deletes the group's durable consumer. Envelopes no other group still needs
+leave the stream, and their payload objects are removed by the payload sweep.
+Refused while members are running (they would create it again); a consumer
+that lists the group in SINK_GROUPS also creates it again at its next start.
+Without --yes, shows what would be discarded and does nothing.
+
+${GLOBAL_HELP}`,
   tail: `Usage: filerelay tail [--json]
 
 Prints each envelope published on the subject from now on, one line each
@@ -165,21 +203,26 @@ const OPTIONS = {
   job: { type: "string" },
   since: { type: "string" },
   limit: { type: "string" },
+  yes: { type: "boolean" },
+  version: { type: "boolean", short: "V" },
+  verbose: { type: "boolean", short: "v" },
 } as const;
 
 type OptionName = keyof typeof OPTIONS;
-const GLOBAL_OPTIONS: readonly OptionName[] = ["server", "stream", "subject", "json", "help"];
+const GLOBAL_OPTIONS: readonly OptionName[] = ["server", "stream", "subject", "json", "help", "version"];
 const COMMAND_OPTIONS: Record<string, readonly OptionName[]> = {
   status: [],
   "dlq list": ["group"],
   "dlq show": ["group"],
   "dlq replay": ["group", "all"],
   "dlq purge": ["group", "all"],
-  send: ["source", "content-type"],
+  send: ["source", "content-type", "verbose"],
   tail: [],
   "files list": ["state", "source", "path", "job", "since", "limit"],
   "files show": ["source", "path"],
   "files watch": [],
+  "groups list": [],
+  "groups remove": ["yes"],
 };
 /** How many positional arguments after the command words each command takes. */
 const COMMAND_ARGS: Record<string, { min: number; max: number; name: string }> = {
@@ -193,7 +236,51 @@ const COMMAND_ARGS: Record<string, { min: number; max: number; name: string }> =
   "files list": { min: 0, max: 0, name: "" },
   "files show": { min: 0, max: 1, name: "<id>" },
   "files watch": { min: 0, max: 1, name: "<id>" },
+  "groups list": { min: 0, max: 0, name: "" },
+  "groups remove": { min: 1, max: 1, name: "<group>" },
 };
+
+/** Commands made of two words, and their second words. */
+const SUBCOMMANDS: Record<string, readonly string[]> = {
+  dlq: ["list", "show", "replay", "purge"],
+  files: ["list", "show", "watch"],
+  groups: ["list", "remove"],
+};
+
+/** "a, b or c" */
+const oneOf = (words: readonly string[]) =>
+  words.length > 1 ? `${words.slice(0, -1).join(", ")} or ${words[words.length - 1] ?? ""}` : (words[0] ?? "");
+
+/** The installed package's version, for --version. */
+function version(): string {
+  const pkg = JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")) as { version?: string };
+  return pkg.version ?? "unknown";
+}
+
+/**
+ * parseArgs' own messages end in advice with unbalanced quotes; say what is
+ * wrong with the one argument instead.
+ */
+function argumentProblem(err: unknown, argv: readonly string[]): string {
+  const code = (err as { code?: unknown }).code;
+  const known = new Set<string>();
+  for (const [name, spec] of Object.entries(OPTIONS)) {
+    known.add(`--${name}`);
+    if ("short" in spec) known.add(`-${spec.short}`);
+  }
+  if (code === "ERR_PARSE_ARGS_UNKNOWN_OPTION") {
+    const bad = argv.find((a) => a.startsWith("-") && a !== "--" && !known.has(a.split("=")[0] ?? a));
+    if (bad) return `unknown option ${bad.split("=")[0] ?? bad}`;
+  }
+  if (code === "ERR_PARSE_ARGS_INVALID_OPTION_VALUE") {
+    const name = /'(-[-\w]+)/.exec((err as Error).message)?.[1];
+    if (name) {
+      const spec = OPTIONS[name.replace(/^-+/, "") as OptionName] as { type: string } | undefined;
+      return spec?.type === "boolean" ? `${name} takes no value` : `${name} needs a value`;
+    }
+  }
+  return (err as Error).message;
+}
 
 export interface CliIo {
   out: (text: string) => void;
@@ -214,12 +301,19 @@ function parse(argv: readonly string[]): Invocation | { help: string } {
   try {
     parsed = parseArgs({ args: [...argv], options: OPTIONS, allowPositionals: true, strict: true });
   } catch (err) {
-    // parseArgs' messages name the option ("Unknown option '--frobnicate'").
     const words = argv.filter((a) => !a.startsWith("-")).slice(0, 2);
-    const command = (words[0] === "dlq" || words[0] === "files") && words[1] ? `${words[0]} ${words[1]}` : words[0];
-    throw new UsageError((err as Error).message, command && HELP[command] ? command : undefined, { cause: err });
+    const command = words[0] && SUBCOMMANDS[words[0]] && words[1] ? `${words[0]} ${words[1]}` : words[0];
+    throw new UsageError(argumentProblem(err, argv), command && HELP[command] ? command : undefined, { cause: err });
   }
   const { values, positionals } = parsed;
+  if (values.version) return { help: version() };
+  if (positionals[0] === "help") {
+    // `filerelay help dlq replay` = `filerelay dlq replay --help`.
+    const topic = positionals.slice(1).join(" ");
+    const text = HELP[topic];
+    if (text === undefined) throw new UsageError(`no help for ${JSON.stringify(topic)}`);
+    return { help: text };
+  }
   const [first, second] = positionals;
   if (first === undefined) {
     if (values.help) return { help: HELP[""] ?? "" };
@@ -227,30 +321,21 @@ function parse(argv: readonly string[]): Invocation | { help: string } {
   }
   let command = first;
   let rest = positionals.slice(1);
-  if (first === "dlq") {
+  const actions = SUBCOMMANDS[first];
+  if (actions) {
     if (second === undefined) {
-      if (values.help) return { help: HELP.dlq ?? "" };
-      throw new UsageError("dlq needs an action: list, show, replay or purge", "dlq");
+      if (values.help) return { help: HELP[first] ?? "" };
+      throw new UsageError(`${first} needs an action: ${oneOf(actions)}`, first);
     }
-    command = `dlq ${second}`;
-    rest = positionals.slice(2);
-  }
-  if (first === "files") {
-    if (second === undefined) {
-      if (values.help) return { help: HELP.files ?? "" };
-      throw new UsageError("files needs an action: list, show or watch", "files");
-    }
-    command = `files ${second}`;
+    command = `${first} ${second}`;
     rest = positionals.slice(2);
   }
   const spec = COMMAND_ARGS[command];
   const allowed = COMMAND_OPTIONS[command];
   if (!spec || !allowed) {
-    throw first === "dlq"
-      ? new UsageError(`unknown dlq action ${JSON.stringify(second)}; expected list, show, replay or purge`, "dlq")
-      : first === "files"
-        ? new UsageError(`unknown files action ${JSON.stringify(second)}; expected list, show or watch`, "files")
-        : new UsageError(`unknown command ${JSON.stringify(first)}`);
+    throw actions
+      ? new UsageError(`unknown ${first} action ${JSON.stringify(second)}; expected ${oneOf(actions)}`, first)
+      : new UsageError(`unknown command ${JSON.stringify(first)}`);
   }
   if (values.help) return { help: HELP[command] ?? "" };
   for (const name of Object.keys(values) as OptionName[]) {
@@ -299,6 +384,7 @@ async function dispatch(ctx: CommandContext, inv: Invocation): Promise<void> {
         file: positionals[0] ?? "",
         source: values.source,
         contentType: values["content-type"],
+        verbose: values.verbose === true,
       });
     case "tail":
       return tailCommand(ctx);
@@ -306,6 +392,13 @@ async function dispatch(ctx: CommandContext, inv: Invocation): Promise<void> {
     case "files show":
     case "files watch":
       return filesCommand(ctx, filesArgs(command, positionals, values));
+    case "groups list":
+    case "groups remove":
+      return groupsCommand(ctx, {
+        action: command === "groups list" ? "list" : "remove",
+        group: positionals[0],
+        yes: values.yes === true,
+      });
     default: {
       const action = command.slice("dlq ".length) as DlqArgs["action"];
       return dlqCommand(ctx, { action, ref: positionals[0], all: values.all === true, group: values.group });

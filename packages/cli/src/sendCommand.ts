@@ -23,6 +23,8 @@ export interface SendArgs {
   /** ce-source; default: the file's directory name, as a consumer on that directory would say. */
   source?: string | undefined;
   contentType?: string | undefined;
+  /** Print every envelope header as a table, not one summary line. */
+  verbose?: boolean | undefined;
 }
 
 export interface SendResult {
@@ -31,6 +33,8 @@ export interface SendResult {
   seq: number;
   duplicate: boolean;
   headers: Record<string, string>;
+  /** How long the publish took, upload included. */
+  durationMs: number;
 }
 
 async function readFileBytes(path: string, size: number): Promise<Buffer> {
@@ -103,11 +107,22 @@ export async function sendFile(ctx: CommandContext, args: SendArgs): Promise<Sen
   await requireStream(ctx, ctx.names.stream);
   if (!inline) await requireStream(ctx, ctx.names.payloadStream);
 
+  const onTerminal = process.stderr.isTTY;
   const bar =
-    inline || ctx.json || !process.stdout.isTTY
+    inline || ctx.json || !onTerminal
       ? undefined
-      : new SingleBar({ format: `${filename} [{bar}] {percentage}% | {done} of {size}`, hideCursor: true });
-  bar?.start(st.size, 0, { done: formatBytes(0), size: formatBytes(st.size) });
+      : new SingleBar({
+          format: `${filename} [{bar}] {percentage}% | {done} of {size} | {rate}/s | ETA {eta_formatted}`,
+          hideCursor: true,
+          etaBuffer: 50,
+        });
+  const started = Date.now();
+  const rate = (bytes: number) => formatBytes(Math.round(bytes / Math.max(0.001, (Date.now() - started) / 1000)));
+  bar?.start(st.size, 0, { done: formatBytes(0), size: formatBytes(st.size), rate: formatBytes(0) });
+  // Without a terminal there is no bar: say what is happening, once, rather than nothing for minutes.
+  if (!inline && !ctx.json && !onTerminal) {
+    ctx.err(`uploading ${filename} (${formatBytes(st.size)}) to the payload Object Store…\n`);
+  }
   let result;
   try {
     result = await publishFile(
@@ -121,7 +136,7 @@ export async function sendFile(ctx: CommandContext, args: SendArgs): Promise<Sen
         inlineMaxBytes: ctx.config.INLINE_MAX_BYTES,
         chunkBytes: ctx.config.PAYLOAD_CHUNK_BYTES,
         signal: ctx.signal,
-        onProgress: (bytes) => bar?.update(bytes, { done: formatBytes(bytes) }),
+        onProgress: (bytes) => bar?.update(bytes, { done: formatBytes(bytes), rate: rate(bytes) }),
         beforePublish: (envelope) => {
           if (envelope.size !== st.size) {
             throw new SourceError("FILE_CHANGED", `${args.file} changed size during the upload; nothing was published`);
@@ -143,16 +158,21 @@ export async function sendFile(ctx: CommandContext, args: SendArgs): Promise<Sen
     seq: result.seq,
     duplicate: result.duplicate,
     headers: envelopeToRecord(result.envelope),
+    durationMs: Date.now() - started,
   };
 }
 
 export async function sendCommand(ctx: CommandContext, args: SendArgs): Promise<void> {
   const result = await sendFile(ctx, args);
   if (ctx.json) return printJson(ctx, result);
-  ctx.out(`${renderTable(["header", "value"], Object.entries(result.headers))}\n`);
+  if (args.verbose) ctx.out(`${renderTable(["header", "value"], Object.entries(result.headers))}\n`);
+  const size = Number(result.headers["ce-filesize"] ?? 0);
+  const how = result.headers["ce-payload"] === "inline" ? "inline" : "via the Object Store";
+  const seconds = Math.max(0.001, result.durationMs / 1000);
   ctx.out(
     result.duplicate
-      ? `already in ${ctx.names.stream} (same ce-id within the duplicate window): not published again\n`
-      : `published ${result.id} to ${result.subject} (stream seq ${result.seq})\n`,
+      ? `${args.file}: already in ${ctx.names.stream} as ${result.id} (same ce-id within the duplicate window): not published again\n`
+      : `${args.file}: published ${result.id} to ${result.subject} (${formatBytes(size)} ${how}, ` +
+          `${seconds.toFixed(1)} s, ${formatBytes(Math.round(size / seconds))}/s, stream seq ${result.seq})\n`,
   );
 }

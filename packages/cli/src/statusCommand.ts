@@ -156,6 +156,14 @@ export async function statusCommand(ctx: CommandContext): Promise<void> {
       ),
     )}\n`,
   );
+  const payloads = status.buckets.find((b) => b.kind === "object" && b.exists && b.bytes > 0);
+  if (payloads) {
+    ctx.out(
+      `${payloads.name}: files too large to travel inline whose envelope a group has not acknowledged yet ` +
+        "(pending, in flight or dead-lettered), plus orphaned uploads the payload sweep removes after " +
+        "PAYLOAD_ORPHAN_GRACE_MS; steady growth usually means a group nobody runs (`filerelay groups list`)\n",
+    );
+  }
   const perGroup = Object.entries(status.dlq.byGroup).map(([g, n]) => `${g}: ${n}`);
   ctx.out(
     `dead letters: ${status.dlq.messages} (${formatBytes(status.dlq.bytes)})${perGroup.length > 0 ? ` — ${perGroup.join(", ")}` : ""}\n`,

@@ -11,6 +11,7 @@ import {
   envList,
   envString,
   loadConfig,
+  writableDirectoryProblem,
   type Env,
   type LoadConfigOptions,
 } from "@filerelay/core/internal";
@@ -124,15 +125,9 @@ export async function checkConsumerDirectories(config: ParsedConsumerEnv): Promi
       problems.push(`${name}: must differ from INPUT_DIR`);
       continue;
     }
-    try {
-      const st = await stat(dir);
-      if (!st.isDirectory()) problems.push(`${name}: ${dir} is not a directory`);
-      else await access(dir, constants.W_OK | constants.X_OK);
-    } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code ?? "error";
-      // A missing directory is created on first use.
-      if (code !== "ENOENT") problems.push(`${name}: ${dir} is not writable (${code})`);
-    }
+    // Created now if missing: a path that can never be a directory (under a file, under /proc) is refused at start.
+    const problem = await writableDirectoryProblem(dir, { create: true });
+    if (problem !== undefined) problems.push(`${name}: ${problem}`);
   }
   if (config.READY_MARKER_SUFFIX !== undefined && /[/\\]/.test(config.READY_MARKER_SUFFIX)) {
     problems.push("READY_MARKER_SUFFIX: must not contain a path separator");

@@ -27,6 +27,7 @@ import type { ConsumerConfig } from "./config.js";
 import { DirectoryScanner, realPathOf } from "./directoryScanner.js";
 import { Discovery } from "./discovery.js";
 import { dispositionStrategy, FileDisposition } from "./disposition.js";
+import { createEmptyDirPruner, type EmptyDirPruner } from "./emptyDirs.js";
 import { currentIdentity, readVersion, type Identity } from "./fileVersion.js";
 import { FileSchedule } from "./fileSchedule.js";
 import { FingerprintStore } from "./fingerprintStore.js";
@@ -87,6 +88,8 @@ export class DirectorySource implements AsyncDisposable {
   readonly #metrics: ConsumerMetrics | undefined;
   readonly #scanner: DirectoryScanner;
   readonly #disposition: FileDisposition;
+  /** Subdirectories emptied by archiving or deleting, removed once they stay empty for STABILITY_MS. */
+  readonly #emptyDirs: EmptyDirPruner;
   readonly #publisher: VersionPublisher;
   readonly #openWriters: OpenWriters;
   /** INPUT_DIR's real path + "/": what /proc shows for files open under it. */
@@ -152,6 +155,11 @@ export class DirectorySource implements AsyncDisposable {
       onMarkerGone: (rel) => this.#schedule.markers.delete(rel),
       log: options.log,
     });
+    this.#emptyDirs = createEmptyDirPruner({
+      root: this.#scanner.root,
+      minAgeMs: config.STABILITY_MS,
+      log: options.log,
+    });
     this.#publisher = new VersionPublisher({
       config,
       nc: options.nc,
@@ -176,7 +184,10 @@ export class DirectorySource implements AsyncDisposable {
       log: options.log,
       metrics: options.metrics,
       drop: (rec) => this.#drop(rec),
-      afterPoll: () => this.#refreshFingerprints(),
+      afterPoll: () => {
+        this.#refreshFingerprints();
+        void this.#emptyDirs.prune();
+      },
     });
     this.#followConnection();
     this.#firstScan = this.#discovery.start();
@@ -381,6 +392,7 @@ export class DirectorySource implements AsyncDisposable {
           this.#restat(rec);
         } else {
           this.#forget(rec);
+          this.#emptyDirs.noteEmptied(rec.rel);
         }
         return;
       }
@@ -607,8 +619,10 @@ export class DirectorySource implements AsyncDisposable {
       { ...base, outcome: "failed", ...(errorPath ? { errorPath } : {}) },
       errorPath ? "file failed; moved to ERROR_DIR" : "file failed; left in place until it changes",
     );
-    if (errorPath) this.#forget(rec);
-    else rec.state = "failed";
+    if (errorPath) {
+      this.#forget(rec);
+      this.#emptyDirs.noteEmptied(rec.rel);
+    } else rec.state = "failed";
   }
 
   async #attempt(rec: TrackedFile, release: () => void): Promise<AttemptResult> {

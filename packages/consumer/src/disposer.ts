@@ -1,14 +1,14 @@
 import { randomBytes } from "node:crypto";
 import { constants, linkSync, lstatSync, unlinkSync } from "node:fs";
-import { copyFile, link, lstat, mkdir, readlink, rename, symlink, unlink } from "node:fs/promises";
+import { copyFile, link, lstat, readlink, rename, symlink, unlink } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
-import { errnoCode, fsyncPath, withNumericSuffix } from "@filerelay/core/internal";
+import { errnoCode, fsyncPath, makeDirectory, withNumericSuffix } from "@filerelay/core/internal";
 
 const createdDirs = new Set<string>();
 
 async function ensureDir(dir: string): Promise<void> {
   if (createdDirs.has(dir)) return;
-  await mkdir(dir, { recursive: true });
+  await makeDirectory(dir);
   // Bounded: one entry per dated sub-directory in use.
   if (createdDirs.size > 10_000) createdDirs.clear();
   createdDirs.add(dir);

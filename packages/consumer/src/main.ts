@@ -30,8 +30,9 @@ function aborted(signal: AbortSignal): Promise<void> {
   return new Promise((resolve) => signal.addEventListener("abort", () => resolve(), { once: true }));
 }
 
-async function main({ signal }: ServiceContext): Promise<void> {
+async function main({ signal, setShutdownTimeout }: ServiceContext): Promise<void> {
   const config = await loadConsumerConfig();
+  setShutdownTimeout(config.SHUTDOWN_TIMEOUT_MS);
   const log = createLogger(config, { service: "consumer", source: config.SOURCE });
   log.info({ config: redactConfig(config) }, "effective configuration");
   if (config.DELETE_AFTER_PROCESSING && config.ARCHIVE_DIR) {

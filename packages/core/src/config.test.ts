@@ -10,6 +10,7 @@ import {
   envInt,
   envString,
   loadConfig,
+  natsUrlProblem,
   parseBytes,
   parseDuration,
   redactConfig,
@@ -85,6 +86,11 @@ describe("loadConfig", () => {
     expect(JSON.stringify(out)).not.toContain("s3cret");
     expect(JSON.stringify(out)).not.toContain("u:p");
     expect(out.STREAM).toBe("FILES");
+    // Permission bits are shown as written, not as a decimal number.
+    expect(redactConfig({ FILE_MODE: 0o640, S3_CHECKSUM_MODE: "when_supported" })).toEqual({
+      FILE_MODE: "0640",
+      S3_CHECKSUM_MODE: "when_supported",
+    });
   });
 });
 
@@ -136,5 +142,53 @@ describe("envDuration and the DLQ limits", () => {
     const tiny = z.object({ T: envDuration("t", { min: 1000, max: 5000 }) });
     await expect(loadConfig(tiny, { T: "500ms" })).rejects.toThrow(/from 1000 to 5000 ms, got 500/);
     await expect(loadConfig(tiny, { T: "2s" })).resolves.toEqual({ T: 2000 });
+  });
+});
+
+describe("NATS_URL", () => {
+  it("accepts nats:// and tls:// URLs, credentials, IPv6 and bare host[:port] entries", async () => {
+    for (const ok of [
+      "nats://127.0.0.1:4222",
+      "tls://nats.example.com:4443",
+      "NATS://u:p@host",
+      "nats://[::1]:4222",
+      "localhost:4222",
+      "nats-0.nats.svc.cluster.local",
+      "nats://host:4222/",
+    ]) {
+      expect(natsUrlProblem(ok), ok).toBeUndefined();
+    }
+    const cfg = await loadConfig(schema, { INPUT_DIR: "/in", NATS_URL: "nats://a:4222,tls://b:4443" });
+    expect(cfg.NATS_URL).toEqual(["nats://a:4222", "tls://b:4443"]);
+  });
+
+  it("refuses a bad scheme, host or port in any entry, naming NATS_URL once per problem", async () => {
+    expect(natsUrlProblem("not a url")).toMatch(/expected a URL such as nats:\/\/host:4222, got "not a url"/);
+    expect(natsUrlProblem("nats://127.0.0.1:notaport")).toMatch(/port from 1 to 65535, got "notaport"/);
+    expect(natsUrlProblem("nats://127.0.0.1:70000")).toMatch(/port from 1 to 65535, got "70000"/);
+    expect(natsUrlProblem("http://h:4222")).toMatch(/scheme nats:\/\/ or tls:\/\/, got "http"/);
+    expect(natsUrlProblem("ws://h:8080")).toMatch(/WebSocket is not supported/);
+    expect(natsUrlProblem("nats://u:secret@h:x")).not.toContain("secret");
+    expect(natsUrlProblem("nats://h:4222/path")).toBeDefined();
+    const err = await loadConfig(schema, {
+      INPUT_DIR: "/in",
+      NATS_URL: "nats://ok:4222, nats://bad:port, ftp://x",
+    }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ConfigError);
+    const problems = (err as ConfigError).problems;
+    expect(problems).toHaveLength(2);
+    expect(problems.every((p) => p.startsWith("NATS_URL: "))).toBe(true);
+    expect(await loadConfig(schema, { INPUT_DIR: "/in", NATS_URL: " , " }).catch((e: unknown) => e)).toBeInstanceOf(
+      ConfigError,
+    );
+  });
+});
+
+describe("envBool", () => {
+  it("names every accepted spelling when refusing a value", async () => {
+    const err = await loadConfig(schema, { INPUT_DIR: "/in", LOG_PRETTY: "maybe" }).catch((e: unknown) => e);
+    expect((err as ConfigError).problems).toEqual([
+      'LOG_PRETTY: expected true or false (also 1/0, yes/no, on/off), got "maybe"',
+    ]);
   });
 });

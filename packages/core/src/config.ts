@@ -144,7 +144,10 @@ export function envBool(description: string) {
       const v = raw.trim().toLowerCase();
       if (["true", "1", "yes", "on"].includes(v)) return true;
       if (["false", "0", "no", "off"].includes(v)) return false;
-      ctx.addIssue({ code: "custom", message: `expected true or false, got ${got(raw)}` });
+      ctx.addIssue({
+        code: "custom",
+        message: `expected true or false (also 1/0, yes/no, on/off), got ${got(raw)}`,
+      });
       return z.NEVER;
     })
     .describe(description);
@@ -208,6 +211,50 @@ export function envSubject(description: string) {
     .describe(description);
 }
 
+/** Schemes the Node NATS client speaks (it has no WebSocket transport). */
+const NATS_URL_SCHEMES = ["nats", "tls"];
+
+/**
+ * Why one NATS_URL entry cannot be connected to, or undefined when it can:
+ * `[nats|tls://][user[:password]@]host[:port]`, as the NATS client reads it.
+ * Checked at start-up: the client would otherwise retry a typo forever.
+ */
+export function natsUrlProblem(entry: string): string | undefined {
+  const shown = JSON.stringify(redactUrl(entry));
+  const m = /^(?:([A-Za-z][A-Za-z0-9+.-]*):\/\/)?(?:[^@/\s]*@)?(\[[0-9A-Fa-f:.]+\]|[^:/\s[\]@]+)(?::([^/]*))?\/?$/.exec(
+    entry,
+  );
+  if (!m) return `expected a URL such as nats://host:4222, got ${shown}`;
+  const [, scheme, host = "", port] = m;
+  if (scheme !== undefined && !NATS_URL_SCHEMES.includes(scheme.toLowerCase())) {
+    const hint = /^wss?$/i.test(scheme) ? " (WebSocket is not supported by the services; use the NATS port)" : "";
+    return `expected scheme nats:// or tls://, got ${JSON.stringify(scheme)} in ${shown}${hint}`;
+  }
+  if (
+    !host.startsWith("[") &&
+    !/^[A-Za-z0-9]([A-Za-z0-9_-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9_-]*[A-Za-z0-9])?)*\.?$/.test(host)
+  ) {
+    return `expected a host name or IP address, got ${JSON.stringify(host)} in ${shown}`;
+  }
+  if (port !== undefined && !(/^\d{1,5}$/.test(port) && Number(port) >= 1 && Number(port) <= 65535)) {
+    return `expected a port from 1 to 65535, got ${JSON.stringify(port)} in ${shown}`;
+  }
+  return undefined;
+}
+
+/** Comma-separated NATS server URLs, each checked by natsUrlProblem(). */
+export function envNatsUrls(description: string) {
+  return envList(description)
+    .superRefine((urls, ctx) => {
+      if (urls.length === 0) ctx.addIssue({ code: "custom", message: "expected at least one URL" });
+      for (const url of urls) {
+        const problem = natsUrlProblem(url);
+        if (problem) ctx.addIssue({ code: "custom", message: problem });
+      }
+    })
+    .describe(description);
+}
+
 // ---------------------------------------------------------------------------
 // Common variables (DESIGN §4).
 
@@ -220,7 +267,9 @@ export const LOG_LEVELS = ["trace", "debug", "info", "warn", "error", "fatal", "
 
 export function commonEnvShape(service: { httpPort: number }) {
   return {
-    NATS_URL: envList("NATS server URL(s), comma-separated").default(["nats://127.0.0.1:4222"]),
+    NATS_URL: envNatsUrls("NATS server URL(s), comma-separated: nats://host:port or tls://host:port").default([
+      "nats://127.0.0.1:4222",
+    ]),
     NATS_CREDS: envString("Path to a NATS .creds file (JWT + nkey seed)").optional(),
     NATS_TOKEN: envString("NATS authentication token (secret)").optional(),
     NATS_USER: envString("NATS user name").optional(),
@@ -321,6 +370,8 @@ export function redactConfig(config: Record<string, unknown>): Record<string, un
   for (const [k, v] of Object.entries(config)) {
     if (SECRET_VARIABLES.has(k) && v !== undefined) out[k] = "[redacted]";
     else if (k === "NATS_URL" && Array.isArray(v)) out[k] = v.map((u) => redactUrl(String(u)));
+    // Permission bits read as octal, as they were written (0640, not 416).
+    else if (k.endsWith("_MODE") && typeof v === "number") out[k] = `0${v.toString(8).padStart(3, "0")}`;
     else out[k] = v;
   }
   return out;

@@ -1,4 +1,4 @@
-import { mkdir, statfs } from "node:fs/promises";
+import { statfs } from "node:fs/promises";
 import { join } from "node:path";
 import type { Readable } from "node:stream";
 import { jetstream } from "@nats-io/jetstream";
@@ -8,7 +8,7 @@ import { headersToRecord, type Envelope } from "./envelope.js";
 import { describeError, FilerelayError, type ErrorCode } from "./errors.js";
 import type { Logger } from "./logger.js";
 import { cleanHeaderValue, cutToBytes, fitDeadLetter, type TruncatedPart } from "./deadLetterFit.js";
-import { writeFileAtomic, writeJsonAtomic } from "./fsUtil.js";
+import { makeDirectory, writeFileAtomic, writeJsonAtomic } from "./fsUtil.js";
 import { dlqSubject } from "./names.js";
 import { utcDay } from "./retention.js";
 
@@ -172,7 +172,7 @@ async function writeErrorFiles(
   truncated: readonly TruncatedPart[],
 ): Promise<string[]> {
   const dir = join(opts.errorDir ?? "", utcDay(now));
-  await mkdir(dir, { recursive: true });
+  await makeDirectory(dir);
   const id = errorFileId(opts, record);
   const files: string[] = [];
 

@@ -25,4 +25,14 @@ describe("errors", () => {
     expect(isPermanent(new Error("boom"))).toBe(false);
     expect(errorCode(new Error("boom"))).toBe("HANDLER_FAILED");
   });
+  it("describeError does not repeat a cause its wrapper already quotes", () => {
+    const io = Object.assign(new Error("connect ECONNREFUSED 127.0.0.1:1"), { code: "ECONNREFUSED" });
+    const refused = new Error("connection refused", { cause: io });
+    const err = new FilerelayError("NATS_CONNECT_FAILED", "cannot connect after 1 attempt: connection refused", {
+      cause: refused,
+    });
+    expect(describeError(err)).toBe(
+      "cannot connect after 1 attempt: connection refused: connect ECONNREFUSED 127.0.0.1:1 (ECONNREFUSED)",
+    );
+  });
 });

@@ -47,6 +47,10 @@ export const ERROR_CODES = {
   },
   SINK_UNAVAILABLE: { permanent: false, description: "the sink cannot be reached (network error, 5xx, throttling)" },
   WRITE_FAILED: { permanent: false, description: "writing the output failed" },
+  OUTPUT_NOT_WRITABLE: {
+    permanent: false,
+    description: "OUTPUT_DIR (or a directory under it) refuses writes from this process: owner, mode, read-only mount",
+  },
   S3_UPLOAD_FAILED: { permanent: false, description: "S3 upload failed" },
   S3_VERIFY_FAILED: { permanent: false, description: "S3 object does not match after upload" },
   S3_ACCESS_DENIED: { permanent: false, description: "S3 denied access (check credentials and policy)" },
@@ -94,6 +98,7 @@ export type ErrorCode = keyof typeof ERROR_CODES;
  */
 export const ENVIRONMENTAL_CODES: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
   "DISK_SPACE_LOW",
+  "OUTPUT_NOT_WRITABLE",
   "SINK_UNAVAILABLE",
   "PAYLOAD_READ_FAILED",
   "NATS_CONNECT_FAILED",
@@ -202,9 +207,10 @@ export function describeError(err: unknown): string {
   for (let depth = 0; cur !== undefined && cur !== null && depth < 5; depth++) {
     if (cur instanceof Error) {
       const code = (cur as { code?: unknown }).code;
-      parts.push(
-        typeof code === "string" && !(cur instanceof FilerelayError) ? `${cur.message} (${code})` : cur.message,
-      );
+      const text =
+        typeof code === "string" && !(cur instanceof FilerelayError) ? `${cur.message} (${code})` : cur.message;
+      // A wrapper that already quotes its cause's message ("…: connection refused") is not repeated.
+      if (!(parts.length > 0 && cur.message !== "" && parts[parts.length - 1]?.endsWith(cur.message))) parts.push(text);
       cur = cur.cause;
     } else {
       parts.push(typeof cur === "string" ? cur : JSON.stringify(cur));

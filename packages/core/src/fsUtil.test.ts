@@ -1,9 +1,10 @@
-import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { existsSync } from "node:fs";
+import { mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Readable } from "node:stream";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { errnoCode, fsyncPath, writeFileAtomic, writeJsonAtomic } from "./fsUtil.js";
+import { errnoCode, fsyncPath, makeDirectory, writeFileAtomic, writeJsonAtomic } from "./fsUtil.js";
 
 let root: string;
 beforeEach(async () => {
@@ -66,4 +67,28 @@ describe("fsyncPath", () => {
     await fsyncPath(root);
     expect(errnoCode(await fsyncPath(join(root, "missing")).catch((e: unknown) => e))).toBe("ENOENT");
   });
+});
+
+describe("makeDirectory", () => {
+  it("creates every missing component and accepts an existing directory", async () => {
+    const deep = join(root, "a", "b", "c");
+    await makeDirectory(deep);
+    expect((await stat(deep)).isDirectory()).toBe(true);
+    await makeDirectory(deep);
+    await makeDirectory(root);
+  });
+
+  it("fails with ENOTDIR when a component is a file", async () => {
+    await writeFile(join(root, "f"), "x");
+    expect(errnoCode(await makeDirectory(join(root, "f")).catch((e: unknown) => e))).toBe("ENOTDIR");
+    expect(errnoCode(await makeDirectory(join(root, "f", "sub")).catch((e: unknown) => e))).toBe("ENOTDIR");
+  });
+
+  it.runIf(existsSync("/proc/self"))(
+    "settles with the error under /proc, where recursive mkdir never does",
+    async () => {
+      const err = await makeDirectory("/proc/filerelay-no-such/dir").catch((e: unknown) => e);
+      expect(errnoCode(err)).toBe("ENOENT");
+    },
+  );
 });

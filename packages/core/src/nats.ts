@@ -116,7 +116,7 @@ export async function connectNats(config: NatsConfig, options: ConnectNatsOption
           auth ? "NATS_AUTH_FAILED" : "NATS_CONNECT_FAILED",
           auth
             ? `NATS server ${servers} rejected our credentials: ${message}. Check NATS_USER/NATS_PASSWORD, NATS_TOKEN, NATS_CREDS or NATS_NKEY_SEED_FILE.`
-            : `cannot connect to NATS at ${servers} after ${attempt} attempts: ${message}`,
+            : `cannot connect to NATS at ${servers} after ${attempt} attempt${attempt === 1 ? "" : "s"}: ${message}`,
           { cause: err, details: { servers, attempts: attempt } },
         );
       }

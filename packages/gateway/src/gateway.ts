@@ -1,7 +1,7 @@
-import { mkdir } from "node:fs/promises";
 import type { FastifyInstance } from "fastify";
 import { jetstreamManager } from "@nats-io/jetstream";
 import {
+  makeDirectory,
   ConfigError,
   connectNats,
   describeError,
@@ -45,7 +45,7 @@ export async function runGateway(config: GatewayConfig, options: RunGatewayOptio
   const { log, signal } = options;
   const keys = await loadApiKeys(config.GATEWAY_API_KEYS_FILE);
   try {
-    await mkdir(config.GATEWAY_UPLOAD_DIR, { recursive: true });
+    await makeDirectory(config.GATEWAY_UPLOAD_DIR);
   } catch (err) {
     throw new ConfigError([`GATEWAY_UPLOAD_DIR: cannot create ${config.GATEWAY_UPLOAD_DIR}: ${describeError(err)}`]);
   }

@@ -17,7 +17,7 @@ describe("producer configuration", () => {
       PRODUCER_GROUP: "file-producers",
       OUTPUT_DIR: "/out",
       ORGANIZE_BY: "date",
-      FILENAME_TEMPLATE: "{{.Source}}-{{.ID}}{{.Ext}}",
+      FILENAME_TEMPLATE: "{{.Name}}-{{.ShortID}}{{.Ext}}",
       ON_CONFLICT: "rename",
       CHUNK_SIZE: 65536,
       FSYNC_EVERY_CHUNKS: 10,

@@ -25,7 +25,7 @@ export type SinkKind = (typeof SINKS)[number];
 export type OrganizeBy = (typeof ORGANIZE_STRATEGIES)[number];
 export type ConflictMode = (typeof CONFLICT_MODES)[number];
 
-export const DEFAULT_FILENAME_TEMPLATE = "{{.Source}}-{{.ID}}{{.Ext}}";
+export const DEFAULT_FILENAME_TEMPLATE = "{{.Name}}-{{.ShortID}}{{.Ext}}";
 
 /** envEnum narrowed to its literal union (envEnum itself yields `string`). */
 function envChoice<const T extends readonly [string, ...string[]]>(values: T, description: string) {

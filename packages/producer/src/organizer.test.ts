@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { SinkError, withNumericSuffix, type Envelope } from "@filerelay/core/internal";
+import { DEFAULT_FILENAME_TEMPLATE } from "./config.js";
 import { createOrganizer, fitName, resolveInside, sanitizeComponent, type OrganizerConfig } from "./organizer.js";
 
 const now = new Date("2024-03-07T23:59:59.000Z");
@@ -19,16 +20,22 @@ const envelope = (over: Partial<Envelope> = {}): Envelope => ({
   ...over,
 });
 const pathFor = (cfg: Partial<OrganizerConfig>, env: Envelope = envelope()) =>
-  createOrganizer({ ORGANIZE_BY: "date", FILENAME_TEMPLATE: "{{.Source}}-{{.ID}}{{.Ext}}", ...cfg }).pathFor(env, now);
+  createOrganizer({ ORGANIZE_BY: "date", FILENAME_TEMPLATE: DEFAULT_FILENAME_TEMPLATE, ...cfg }).pathFor(env, now);
 
 describe("organizer", () => {
   it("builds the documented paths for each ORGANIZE_BY with the default template", () => {
-    expect(pathFor({ ORGANIZE_BY: "date" })).toBe(`2024/03/07/api-${id}.CSV`);
-    expect(pathFor({ ORGANIZE_BY: "type" })).toBe(`csv/api-${id}.CSV`);
-    expect(pathFor({ ORGANIZE_BY: "source" })).toBe(`api/api-${id}.CSV`);
-    expect(pathFor({ ORGANIZE_BY: "none" })).toBe(`api-${id}.CSV`);
+    // {{.Name}}-{{.ShortID}}{{.Ext}}: the original name stays recognizable, the id keeps versions apart.
+    expect(pathFor({ ORGANIZE_BY: "date" })).toBe("2024/03/07/Q1.Report-0f8fad5b.CSV");
+    expect(pathFor({ ORGANIZE_BY: "type" })).toBe("csv/Q1.Report-0f8fad5b.CSV");
+    expect(pathFor({ ORGANIZE_BY: "source" })).toBe("api/Q1.Report-0f8fad5b.CSV");
+    expect(pathFor({ ORGANIZE_BY: "none" })).toBe("Q1.Report-0f8fad5b.CSV");
     expect(pathFor({ ORGANIZE_BY: "type" }, envelope({ filename: "README", subject: "README" }))).toBe(
-      `unknown/api-${id}`,
+      "unknown/README-0f8fad5b",
+    );
+    // The same file version (a redelivery) always gets the same name; another version another one.
+    expect(pathFor({ ORGANIZE_BY: "none" })).toBe(pathFor({ ORGANIZE_BY: "none" }));
+    expect(pathFor({ ORGANIZE_BY: "none" }, envelope({ id: "1f8fad5b-d9cb-469f-a165-70867728950e" }))).toBe(
+      "Q1.Report-1f8fad5b.CSV",
     );
   });
 

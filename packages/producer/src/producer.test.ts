@@ -72,7 +72,7 @@ describe("file handler", () => {
     const written: string[] = [];
     const handle = createFileHandler({ config: cfg, sink, onWritten: (_e, r) => written.push(r.location) });
     await handle(context(Buffer.from("a,b\n")));
-    expect(written).toEqual([join(root, "api-6a1c9d2e-0b7f-4f3e-9c1a-2d3e4f5a6b7c.csv")]);
+    expect(written).toEqual([join(root, "data-6a1c9d2e.csv")]);
 
     const big = await rejection(handle(context(Buffer.alloc(11))));
     expect([big.code, big.permanent]).toEqual(["ENVELOPE_TOO_LARGE", true]);

@@ -18,6 +18,7 @@ import {
   startHttpServer,
   startRetentionPruner,
   watchNatsConnection,
+  writableDirectoryProblem,
   type Envelope,
   type FileContext,
   type FileOutcome,
@@ -28,6 +29,7 @@ import {
 } from "@filerelay/core/internal";
 import type { ProducerConfig } from "./config.js";
 import { createOrganizer, type Organizer } from "./organizer.js";
+import { OutageGate } from "./outageGate.js";
 import { sinkFactories, type Sink, type SinkWriteResult } from "./sinks/index.js";
 
 /**
@@ -48,6 +50,9 @@ export async function diskCapacity(dir: string): Promise<number> {
   const s = await statfs(dir);
   return s.blocks * s.bsize;
 }
+
+/** While the output refuses writes, how often one delivery tries again (the others wait). */
+const OUTPUT_PROBE_INTERVAL_MS = 2000;
 
 /** How long a free-space reading is reused (at thousands of files a second, one statfs per file shows in profiles). */
 const FREE_SPACE_CACHE_MS = 250;
@@ -132,6 +137,7 @@ export function createFileHandler(deps: FileHandlerDeps): (ctx: FileContext) => 
     // ctx.log already carries fileId and path (consumeFiles binds them); repeating them would duplicate JSON keys.
     log.info(
       {
+        source: envelope.source,
         size: envelope.size,
         sha256: envelope.sha256,
         outcome: result.outcome,
@@ -241,6 +247,11 @@ export async function runProducer(config: ProducerConfig, options: RunProducerOp
   await using metrics = createMetrics("producer");
   await using sink = factory(config, { log: log.child({ sink: config.SINK }) });
   await sink.init();
+  // Dead letters are also written there: a directory that cannot take them is refused now, not at the first one.
+  const errorDirProblem = config.ERROR_DIR
+    ? await writableDirectoryProblem(config.ERROR_DIR, { create: true })
+    : undefined;
+  if (errorDirProblem !== undefined) throw new ConfigError([`ERROR_DIR: ${errorDirProblem}`]);
   // Dated ERROR_DIR folders past ERROR_RETENTION_DAYS: removed at start, then hourly.
   await using _retention = startRetentionPruner({
     roots: retentionRoots([{ label: "ERROR_DIR", dir: config.ERROR_DIR, days: config.ERROR_RETENTION_DAYS }]),
@@ -287,6 +298,7 @@ export async function runProducer(config: ProducerConfig, options: RunProducerOp
     onWritten: (envelope, result) => results.set(envelope.id, result),
   });
   const onOutcome = (o: FileOutcome) => recordOutcome(metrics, config.PRODUCER_GROUP, o, results);
+  const gate = new OutageGate({ probeIntervalMs: OUTPUT_PROBE_INTERVAL_MS });
 
   log.info({ group: config.PRODUCER_GROUP, sink: config.SINK }, "producer started");
   await consumeFiles(
@@ -315,7 +327,22 @@ export async function runProducer(config: ProducerConfig, options: RunProducerOp
     async (ctx) => {
       metrics.inFlight.inc();
       try {
-        return await handler(ctx);
+        // While the output refuses every write, deliveries wait here (and nothing more is pulled).
+        const { probe } = await gate.pass(AbortSignal.any([signal, ctx.signal]));
+        let ok = false;
+        try {
+          const result = await handler(ctx);
+          ok = true;
+          return result;
+        } catch (err) {
+          if (err instanceof FilerelayError && err.code === "OUTPUT_NOT_WRITABLE") {
+            if (gate.closedBecause === undefined) log.warn({ err: err.message }, "output refuses writes; pausing");
+            gate.close(err.message);
+          }
+          throw err;
+        } finally {
+          gate.settle(probe, ok);
+        }
       } finally {
         metrics.inFlight.dec();
       }

@@ -1,7 +1,7 @@
-import { mkdir } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import {
+  makeDirectory,
   connectNats,
   consumeFiles,
   createPayloadReleaser,
@@ -64,7 +64,7 @@ export function buildSteps(config: TransformerConfig): Step[] {
 export async function runTransformer(config: TransformerConfig, options: RunTransformerOptions): Promise<void> {
   const { log, signal } = options;
   const tmpDir = config.TRANSFORM_TMP_DIR ?? tmpdir();
-  await mkdir(tmpDir, { recursive: true });
+  await makeDirectory(tmpDir);
   const stale = await removeStaleScratch(tmpDir);
   if (stale.length > 0) log.info({ removed: stale.length }, "removed scratch directories of crashed processes");
 

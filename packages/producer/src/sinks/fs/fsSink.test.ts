@@ -4,7 +4,15 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Readable } from "node:stream";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
-import { openPayload, PayloadError, silentLogger, SinkError, type Envelope } from "@filerelay/core";
+import {
+  ConfigError,
+  isEnvironmental,
+  openPayload,
+  PayloadError,
+  silentLogger,
+  SinkError,
+  type Envelope,
+} from "@filerelay/core";
 import type { ConflictMode } from "../../config.js";
 import {
   classifyWriteError,
@@ -233,23 +241,34 @@ describe("fs sink", () => {
     expect(await listAll(root)).toEqual([]);
   });
 
-  it("an OUTPUT_DIR under a regular file fails transiently (WRITE_FAILED) and is not ready", async () => {
+  it("an OUTPUT_DIR under a regular file: init() refuses it as configuration (exit 78), naming OUTPUT_DIR", async () => {
     await writeFile(join(root, "file"), "x");
-    await using sink = createFsSink(
-      {
-        OUTPUT_DIR: join(root, "file", "out"),
-        ON_CONFLICT: "rename",
-        CHUNK_SIZE: 4096,
-        FSYNC_EVERY_CHUNKS: 1,
-        FILE_MODE: 0o640,
-      },
-      { log },
-    );
+    await using sink = sinkWith({ OUTPUT_DIR: join(root, "file", "out") });
+    const err = await failure(sink.init());
+    expect(err).toBeInstanceOf(ConfigError);
+    expect((err as unknown as ConfigError).problems).toEqual([
+      `OUTPUT_DIR: ${join(root, "file", "out")} is not a directory (or a component of its path is a file)`,
+    ]);
+  });
+
+  it("an OUTPUT_DIR that becomes unusable after start: an outage (OUTPUT_NOT_WRITABLE, retried), not ready until a write succeeds", async () => {
+    const out = join(root, "out");
+    await using sink = sinkWith({ OUTPUT_DIR: out });
     await sink.init();
-    await expect(sink.checkReady()).rejects.toThrow(/not a writable directory/);
+    await sink.checkReady();
+    await rm(out, { recursive: true });
+    await writeFile(out, "now a file");
+    await expect(sink.checkReady()).rejects.toThrow(/OUTPUT_DIR .*out is not a directory/);
     const err = await failure(sink.write(request("a.txt", Buffer.from("a")).req));
-    expect(err.code).toBe("WRITE_FAILED");
-    expect(err.permanent).toBe(false);
+    expect([err.code, err.permanent]).toEqual(["OUTPUT_NOT_WRITABLE", false]);
+    expect(isEnvironmental(err)).toBe(true);
+    expect(err.message).toMatch(/OUTPUT_DIR .*out is not a directory/);
+    await rm(out);
+    await mkdir(out);
+    // OUTPUT_DIR is back, but the last write failed: not ready until one succeeds.
+    await expect(sink.checkReady()).rejects.toThrow(/OUTPUT_DIR/);
+    expect((await sink.write(request("a.txt", Buffer.from("a")).req)).outcome).toBe("written");
+    await sink.checkReady();
   });
 
   it("refuses to follow a symlinked directory out of OUTPUT_DIR", async () => {
@@ -374,6 +393,10 @@ describe("fs sink", () => {
     expect(classifyWriteError(io("EDQUOT"), "w").code).toBe("DISK_SPACE_LOW");
     const eio = classifyWriteError(io("EIO"), "writing x failed");
     expect([eio.code, eio.permanent, eio.message]).toEqual(["WRITE_FAILED", false, "writing x failed (EIO)"]);
+    const refused = classifyWriteError(io("EACCES"), "writing x failed");
+    expect([refused.code, refused.permanent]).toEqual(["OUTPUT_NOT_WRITABLE", false]);
+    expect(classifyWriteError(io("EROFS"), "w").code).toBe("OUTPUT_NOT_WRITABLE");
+    expect(classifyWriteError(io("EIO"), "w", "/out is not a directory").code).toBe("OUTPUT_NOT_WRITABLE");
     const conflict = new SinkError("CONFLICT", "c");
     expect(classifyWriteError(conflict, "w")).toBe(conflict);
   });

@@ -1,6 +1,7 @@
-import { access, constants, mkdir, stat, unlink } from "node:fs/promises";
+import { unlink } from "node:fs/promises";
 import { dirname } from "node:path";
-import { ConfigError, SinkError, type Logger } from "@filerelay/core";
+import { ConfigError, FilerelayError, SinkError, type Logger } from "@filerelay/core";
+import { errnoCode, writableDirectoryProblem } from "@filerelay/core/internal";
 import type { ConflictMode } from "../../config.js";
 import { resolveInside } from "../../organizer.js";
 import type { Sink, SinkWriteRequest, SinkWriteResult } from "../sink.js";
@@ -57,18 +58,29 @@ export function createFsSink(options: FsSinkOptions, deps: FsSinkDeps): Sink {
   };
   let closed = false;
 
+  /** Why the last write failed for want of a writable output location, until a write succeeds (for /readyz). */
+  let notWritable: string | undefined;
+
+  /**
+   * Start-up: an OUTPUT_DIR that cannot take output (a file, under /proc, not
+   * writable for this uid) is a configuration error (exit 78): starting would
+   * only pull envelopes it cannot land.
+   */
   async function init(): Promise<void> {
-    try {
-      await mkdir(root, { recursive: true });
-    } catch (err) {
-      // Not fatal: the operator may fix it while we run; writes fail (and retry) meanwhile.
-      log.warn(
-        { outputDir: root, err: (err as Error).message },
-        "cannot create OUTPUT_DIR; writes will fail until it exists",
-      );
-      return;
-    }
+    const problem = await writableDirectoryProblem(root, { create: true });
+    if (problem !== undefined) throw new ConfigError([`OUTPUT_DIR: ${problem}`]);
     await temps.sweep();
+  }
+
+  /** A failure's code, checking whether OUTPUT_DIR itself became unusable (an outage, not this file's fault). */
+  async function classify(err: unknown, message: string): Promise<FilerelayError> {
+    const rootProblem =
+      err instanceof FilerelayError || errnoCode(err) === undefined
+        ? undefined
+        : await writableDirectoryProblem(root, { create: false });
+    const classified = classifyWriteError(err, message, rootProblem);
+    if (classified.code === "OUTPUT_NOT_WRITABLE") notWritable = classified.message;
+    return classified;
   }
 
   async function write(req: SinkWriteRequest): Promise<SinkWriteResult> {
@@ -79,35 +91,41 @@ export function createFsSink(options: FsSinkOptions, deps: FsSinkDeps): Sink {
     try {
       await dirs.ensure(dir);
     } catch (err) {
-      throw classifyWriteError(err, `cannot create output directory ${dir}`);
+      throw await classify(err, `cannot create output directory ${dir}`);
     }
 
     // Decide before writing when the answer is already known (redelivery, skip, fail).
-    const early = await placement.precheck(target, req.path, envelope);
-    if (early) return early;
+    let early: SinkWriteResult | undefined;
+    try {
+      early = await placement.precheck(target, req.path, envelope);
+    } catch (err) {
+      throw await classify(err, `checking ${target} failed`);
+    }
+    if (early) {
+      notWritable = undefined;
+      return early;
+    }
 
     const temp = temps.claim(dir, envelope.id);
     try {
       await writeTempFile(req, temp, writeOptions);
       const result = await placement.commit(temp, target, req.path, envelope);
       await fsyncDirShared(dir);
+      notWritable = undefined;
       return result;
     } catch (err) {
       await unlink(temp).catch(() => undefined);
-      throw classifyWriteError(err, `writing ${target} failed`);
+      throw await classify(err, `writing ${target} failed`);
     } finally {
       temps.release(temp);
     }
   }
 
   async function checkReady(): Promise<void> {
-    try {
-      const st = await stat(root);
-      if (!st.isDirectory()) throw new Error("not a directory");
-      await access(root, constants.W_OK);
-    } catch (err) {
-      throw new SinkError("WRITE_FAILED", `OUTPUT_DIR ${root} is not a writable directory`, { cause: err });
-    }
+    const problem = await writableDirectoryProblem(root, { create: false });
+    if (problem !== undefined) throw new SinkError("OUTPUT_NOT_WRITABLE", `OUTPUT_DIR ${problem}`);
+    // OUTPUT_DIR itself may be fine while a directory under it refuses us: not ready until a write succeeds.
+    if (notWritable !== undefined) throw new SinkError("OUTPUT_NOT_WRITABLE", notWritable);
   }
 
   function close(): Promise<void> {

@@ -1,7 +1,7 @@
 import { realpathSync } from "node:fs";
 import { mkdir, realpath, rmdir } from "node:fs/promises";
 import { isAbsolute, join, relative, sep } from "node:path";
-import { errnoCode, SinkError } from "@filerelay/core/internal";
+import { errnoCode, makeDirectory, SinkError } from "@filerelay/core/internal";
 
 /** Output directories inside OUTPUT_DIR, created on demand and never reached through a link leading outside. */
 export interface OutputDirs {
@@ -45,7 +45,7 @@ export function createOutputDirs(root: string): OutputDirs {
    * while we create it is removed again (it is empty: we just made it).
    */
   async function createInside(dir: string): Promise<void> {
-    await mkdir(root, { recursive: true });
+    await makeDirectory(root);
     let current = root;
     for (const part of relative(root, dir).split(sep)) {
       if (part === "" || part === ".") continue;
