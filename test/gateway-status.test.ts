@@ -104,6 +104,8 @@ describe("gateway: status API and live progress", () => {
       headers: auth(KEYS.upload),
     });
     expect(notFailed.status).toBe(409);
+    // The producer's log line is read from its stdout pipe: it may arrive after the ledger's entry.
+    await waitFor(() => outcomeLines(producer).length >= 1, { message: "the producer's outcome line" });
     expect(outcomeLines(producer)).toHaveLength(1);
   });
 
