@@ -13,10 +13,9 @@ export function outcomeReporter(ackedLevel: "info" | "debug", onOutcome?: (o: Fi
   return (outcome, flog) => {
     const level = outcome.outcome === "acked" ? ackedLevel : outcome.outcome === "retry" ? "warn" : "error";
     const env = outcome.envelope;
+    // flog already carries fileId and path: repeating them would duplicate JSON keys.
     flog[level](
       {
-        fileId: env?.id,
-        path: env?.subject,
         size: env?.size,
         sha256: env?.sha256,
         outcome: outcome.outcome,
