@@ -19,6 +19,7 @@ import type { GatewayConfig } from "./config.js";
 import { createGatewayMetrics } from "./metrics.js";
 import { Publisher } from "./publisher.js";
 import { ChunkStore } from "./chunked/chunkStore.js";
+import { registerDashboard } from "./dashboard.js";
 import { registerChunkedRoutes } from "./routes/chunked.js";
 import { registerMultipartRoutes } from "./routes/multipart.js";
 import { registerStatusRoutes } from "./routes/status.js";
@@ -82,6 +83,7 @@ export async function runGateway(config: GatewayConfig, options: RunGatewayOptio
     version: GATEWAY_VERSION,
     ready: () => natsReadiness(nc, jsm),
   });
+  await registerDashboard(app);
   registerMultipartRoutes(app, { publisher, metrics });
   registerStatusRoutes(app, { config, nc, keys, status, metrics, log });
   const jobStore = await JobStore.open(nc, jsm, {
