@@ -8,6 +8,8 @@ import { Pipeline } from "./pipeline.js";
 
 const FILES = Number(process.env.BENCH_BACKFILL_FILES ?? 100_000);
 const FLAT = process.env.BENCH_BACKFILL_FLAT === "1";
+/** BENCH_BACKFILL_LEAVE=1: files left in place (no ARCHIVE_DIR); then the RSS and CPU of a full poll over them. */
+const LEAVE = process.env.BENCH_BACKFILL_LEAVE === "1";
 const DIRS = FLAT ? 0 : Number(process.env.BENCH_BACKFILL_DIRS ?? 100);
 /** Files dropped into a quiet subdirectory while the backlog drains, one every DROP_EVERY_MS. */
 const QUIET_FILES = 20;
@@ -47,9 +49,10 @@ async function filesIn(dir: string): Promise<string[]> {
  * Checks every file landed exactly once: the output count, nothing left in the
  * input, and a sampled SHA-256 comparison.
  */
-it(`backfill: ${FILES} files in ${FLAT ? "one flat directory" : `${DIRS} directories`}, delete mode`, async () => {
+it(`backfill: ${FILES} files in ${FLAT ? "one flat directory" : `${DIRS} directories`}, ${LEAVE ? "left in place" : "delete mode"}`, async () => {
   await using pipe = await Pipeline.start({
-    consumerEnv: { DELETE_AFTER_PROCESSING: "true" },
+    // Leave mode logs at debug level: a full poll's cost is only in its "scan done" line.
+    consumerEnv: LEAVE ? { ARCHIVE_DIR: "", LOG_LEVEL: "debug" } : { DELETE_AFTER_PROCESSING: "true" },
     // The input's layout, so that every output can be found (and counted per directory) by its source path.
     producerEnv: { FILENAME_TEMPLATE: "{{.RelDir}}/{{.Name}}{{.Ext}}" },
   });
@@ -146,7 +149,25 @@ it(`backfill: ${FILES} files in ${FLAT ? "one flat directory" : `${DIRS} directo
   const outputs = await countOut();
   if (outputs !== FILES) throw new Error(`expected ${FILES} outputs, found ${outputs}`);
   const left = await countFiles(join(pipe.input, batchName));
-  if (left !== 0) throw new Error(`${left} source files were not deleted`);
+  if (left !== (LEAVE ? FILES : 0)) throw new Error(`${left} source files left in the input`);
+  // Leave mode: the first full poll that starts after the relay, over every resident file.
+  let poll: { cpuMs: number; durationMs: number; rssAfterMB: number | null } | undefined;
+  if (LEAVE) {
+    const from = (await pipe.consumer.logsFrom(0)).end;
+    const line = await waitFor(
+      async () =>
+        (await pipe.consumer.logsFrom(from)).lines.find(
+          (l) => l.msg === "scan done" && l.light === false && Number(l.files) >= FILES,
+        ),
+      { timeoutMs: 20 * 60_000, intervalMs: 1000, message: "a full poll over the resident files" },
+    );
+    poll = {
+      cpuMs: Number(line.cpuMs),
+      durationMs: Number(line.durationMs),
+      rssAfterMB: (await memoryOf(pipe.consumer.pid))?.rssMB ?? null,
+    };
+  }
+  const memAfter = await memoryOf(pipe.consumer.pid);
   for (let s = 0; s < SHA_SAMPLE; s++) {
     const i = Math.floor((s * FILES) / SHA_SAMPLE);
     const got = createHash("sha256")
@@ -164,7 +185,7 @@ it(`backfill: ${FILES} files in ${FLAT ? "one flat directory" : `${DIRS} directo
   const expectedPublished = FILES + QUIET_FILES + 1; // + the warm-up file
   if (published !== expectedPublished) throw new Error(`${published} publishes logged, expected ${expectedPublished}`);
   const lat = [...dropLatencies].sort((a, b) => a - b);
-  const label = `${FILES}${FLAT ? "-flat" : `-${DIRS}dirs`}`;
+  const label = `${FILES}${FLAT ? "-flat" : `-${DIRS}dirs`}${LEAVE ? "-leave" : ""}`;
   await writeResult({
     name: `backfill-${label}`,
     takenAt: new Date().toISOString(),
@@ -180,13 +201,17 @@ it(`backfill: ${FILES} files in ${FLAT ? "one flat directory" : `${DIRS} directo
       consumerPeakRssMB: mem?.peakMB ?? null,
       consumerSampledPeakRssMB: peakRss,
       consumerEndRssMB: mem?.rssMB ?? null,
+      consumerPeakRssAfterChecksMB: memAfter?.peakMB ?? null,
+      ...(poll
+        ? { fullPollCpuMs: poll.cpuMs, fullPollDurationMs: poll.durationMs, rssAfterPollMB: poll.rssAfterMB }
+        : {}),
       quietFiles: lat.length,
       quietLatencyP50Ms: percentile(lat, 50),
       quietLatencyP99Ms: percentile(lat, 99),
       quietLatencyMaxMs: lat[lat.length - 1] ?? null,
     },
     notes: [
-      `consumer + 1 producer, DELETE_AFTER_PROCESSING=true, defaults otherwise (STABILITY_MS 2000, CONCURRENCY 32)`,
+      `consumer + 1 producer, ${LEAVE ? "files left in place (LOG_LEVEL=debug)" : "DELETE_AFTER_PROCESSING=true"}, defaults otherwise (STABILITY_MS 2000, CONCURRENCY 32)`,
       `quiet files: ${QUIET_FILES} dropped ${DROP_EVERY_MS} ms apart from ${DROP_AFTER_MS / 1000} s into the backfill; latency to the output's ctime`,
       `exactly once: ${FILES} outputs, none left in the input, one publish logged per file, SHA-256 of ${SHA_SAMPLE} sampled outputs`,
       `RSS samples (s:MB): ${samples

@@ -189,6 +189,7 @@ export class Discovery {
         const walk = hinted ?? this.#poll?.walk;
         if (!walk) return;
         if (!this.#schedule.hasRoom("walk")) {
+          this.#schedule.hold(false);
           this.#paused = true;
           this.#firstScanDone();
           this.#log.debug({ inProgress: this.#schedule.inProgress }, "working window full; discovery paused");
@@ -196,6 +197,7 @@ export class Discovery {
           this.#paused = false;
           continue;
         }
+        this.#schedule.hold(true);
         const cpu0 = process.cpuUsage();
         const batch = await walk.step(STEP_ENTRIES);
         if (this.#stopping) return;
@@ -221,6 +223,7 @@ export class Discovery {
       })
       .finally(() => {
         this.#driving = undefined;
+        this.#schedule.hold(false);
         // A hint that came while the loop was ending.
         if (!this.#stopping && this.#hinted && !this.#hinted.done) this.#drive();
       });
@@ -379,7 +382,8 @@ export class Discovery {
     const identity = { rel, size: st.size, mtimeMs: st.mtimeMs, ino: st.ino, ctimeMs: st.ctimeMs };
     if (rec || this.#schedule.settled.has(rel)) {
       // Only what the scanner resolves is trusted for links.
-      if (st.isFile()) this.#schedule.observe(identity, Date.now());
+      // A change announced by an event is fresh too: it does not wait behind a backlog.
+      if (st.isFile()) this.#schedule.observe(identity, Date.now(), undefined, true);
       else this.#hintParent(rel);
       return;
     }

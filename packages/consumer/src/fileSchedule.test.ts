@@ -4,9 +4,9 @@ import { FileSchedule } from "./fileSchedule.js";
 
 const file = (rel: string, mtimeMs = 1000) => ({ rel, size: 1, mtimeMs, ino: 1, ctimeMs: mtimeMs });
 
-function schedule(window = 4): FileSchedule {
+function schedule(window = 4, stabilityMs = 60_000): FileSchedule {
   return new FileSchedule({
-    stabilityMs: 60_000,
+    stabilityMs,
     readyMarkers: false,
     log: createLogger({ LOG_LEVEL: "silent", LOG_PRETTY: false }, { service: "test" }),
     onDue: () => undefined,
@@ -73,6 +73,22 @@ describe("FileSchedule working window", () => {
     }
     expect(order.slice(0, 5)).toEqual(["new0", "new1", "new2", "old0", "new3"]);
     expect(order.length).toBe(14);
+    s.stop();
+  });
+
+  it("holds walk-found files back while a walk reads on, then lets them in oldest mtime first; fresh files are not held", () => {
+    const s = schedule(100, 0);
+    s.hold(true);
+    s.observe(file("young", 3000), Date.now() - 10);
+    s.wake();
+    s.observe(file("old", 1000), Date.now() - 10);
+    s.observe(file("event", 5000), Date.now() - 10, undefined, true);
+    s.wake();
+    expect(s.popReady()?.rel).toBe("event");
+    expect(s.popReady()).toBeUndefined();
+    s.hold(false);
+    expect(s.popReady()?.rel).toBe("old");
+    expect(s.popReady()?.rel).toBe("young");
     s.stop();
   });
 });

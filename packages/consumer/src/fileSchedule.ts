@@ -50,6 +50,12 @@ export class FileSchedule {
   #settled = 0;
   readonly #limits: WindowLimits;
   #roomWaiter: (() => void) | undefined;
+  /** While a walk reads on, files it found that came due wait here, so the ready heap orders them all by mtime. */
+  #holding = false;
+  #held: { rec: TrackedFile; gen: number }[] = [];
+  /** When the last file a walk found becomes due: held files wait for it too. */
+  #holdUntil = 0;
+  #lastHeldAt = 0;
   readonly #retries = new MinHeap<{ at: number; rel: string; gen: number }>((a, b) => a.at < b.at);
   #wakeTimer: NodeJS.Timeout | undefined;
   #wakeAt = Number.POSITIVE_INFINITY;
@@ -175,6 +181,7 @@ export class FileSchedule {
     // A worker verifies the file itself; it must not be disturbed.
     if (rec.state === "active") return;
     if (sameIdentity(rec, f) && rec.refused === f.refused) return;
+    if (fresh) rec.fresh = true;
     rec.size = f.size;
     rec.mtimeMs = f.mtimeMs;
     rec.ino = f.ino;
@@ -195,6 +202,7 @@ export class FileSchedule {
     rec.gen++;
     rec.state = "waiting";
     rec.observedAt = now;
+    if (this.#holding && !rec.fresh) this.#lastHeldAt = now;
     if (this.#o.readyMarkers) {
       // The marker, not a quiet period, says the file is complete.
       if (this.markers.has(rec.rel)) this.makeReady(rec);
@@ -245,12 +253,16 @@ export class FileSchedule {
   wake(): void {
     if (this.#closed) return;
     const now = Date.now();
+    const holding = this.#holding || now < this.#holdUntil;
     while (this.#stabilityHead < this.#stability.length) {
       const item = this.#stability[this.#stabilityHead]!;
       if (item.at > now) break;
       this.#stabilityHead++;
       const rec = this.files.get(item.rel);
-      if (rec && rec.gen === item.gen && rec.state === "waiting") this.makeReady(rec);
+      if (rec && rec.gen === item.gen && rec.state === "waiting") {
+        if (holding && !rec.fresh) this.#held.push({ rec, gen: rec.gen });
+        else this.makeReady(rec);
+      }
     }
     if (this.#stabilityHead > 1024 && this.#stabilityHead * 2 > this.#stability.length) {
       this.#stability = this.#stability.slice(this.#stabilityHead);
@@ -261,9 +273,33 @@ export class FileSchedule {
       const rec = this.files.get(top.rel);
       if (rec && rec.gen === top.gen && rec.state === "backoff") this.makeReady(rec);
     }
+    if (!holding && this.#held.length > 0) this.#releaseHeld();
     this.#o.onDue();
-    const next = Math.min(this.#stability[this.#stabilityHead]?.at ?? Infinity, this.#retries.peek()?.at ?? Infinity);
+    let next = Math.min(this.#stability[this.#stabilityHead]?.at ?? Infinity, this.#retries.peek()?.at ?? Infinity);
+    if (this.#held.length > 0 && !this.#holding) next = Math.min(next, this.#holdUntil);
     if (next !== Infinity) this.#scheduleWake(next);
+  }
+
+  /**
+   * Holds back walk-found files that come due while a walk is reading on
+   * (hold(true)), and lets them all into the ready heap at once when it
+   * pauses or ends (hold(false)): a burst found in steps is still published
+   * oldest mtime first, not in the order the directory listing gave it.
+   */
+  hold(on: boolean): void {
+    if (on === this.#holding) return;
+    this.#holding = on;
+    if (on) return;
+    this.#holdUntil = this.#lastHeldAt + this.#o.stabilityMs;
+    this.wake();
+  }
+
+  #releaseHeld(): void {
+    const held = this.#held;
+    this.#held = [];
+    for (const { rec, gen } of held) {
+      if (rec.gen === gen && rec.state === "waiting" && this.files.get(rec.rel) === rec) this.makeReady(rec);
+    }
   }
 
   /** Queues a file for a worker (the caller starts workers: queuing many first lets the oldest go first). */
@@ -283,6 +319,7 @@ export class FileSchedule {
 
   stop(): void {
     this.#closed = true;
+    this.#held = [];
     clearTimeout(this.#wakeTimer);
     this.#checkRoom();
   }
