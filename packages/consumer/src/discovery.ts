@@ -216,6 +216,8 @@ export class Discovery {
     this.#driving = run()
       .catch((err: unknown) => {
         this.#log.warn({ err, dir: this.#scanner.root }, "scanning INPUT_DIR failed; retrying at the next poll");
+        void this.#poll?.walk.close();
+        void this.#hinted?.close();
         this.#poll = undefined;
         this.#hinted = undefined;
         this.#hintedDirs.clear();

@@ -132,12 +132,6 @@ export class FileSchedule {
     if (isSettled(rec.state)) this.#settled--;
   }
 
-  pendingCount(): number {
-    let n = 0;
-    for (const f of this.files.values()) if (f.state !== "done" && f.state !== "failed") n++;
-    return n;
-  }
-
   /** A new observation of a file's identity, from a scan or an event. */
   observe(f: ScannedFile, now: number, scanId?: number, fresh = false): void {
     let rec = this.files.get(f.rel);
