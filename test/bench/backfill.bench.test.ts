@@ -214,7 +214,7 @@ it(`backfill: ${FILES} files in ${FLAT ? "one flat directory" : `${DIRS} directo
     notes: [
       `consumer + 1 producer, ${LEAVE ? "files left in place (LOG_LEVEL=debug)" : "DELETE_AFTER_PROCESSING=true"}, defaults otherwise (STABILITY_MS 2000, CONCURRENCY 32)`,
       `quiet files: ${QUIET_FILES} dropped ${DROP_EVERY_MS} ms apart from ${DROP_AFTER_MS / 1000} s into the backfill; latency to the output's ctime`,
-      `exactly once: ${FILES} outputs, none left in the input, one publish logged per file, SHA-256 of ${SHA_SAMPLE} sampled outputs`,
+      `exactly once: ${FILES} outputs, ${LEAVE ? "all left" : "none left"} in the input, one publish logged per file, SHA-256 of ${SHA_SAMPLE} sampled outputs`,
       `RSS samples (s:MB): ${samples
         .filter((_, k) => k % Math.max(1, Math.floor(samples.length / 30)) === 0)
         .map((x) => `${x.atS}:${x.rssMB}`)
