@@ -77,6 +77,22 @@ if (results["scan"]) {
     ],
   });
 }
+const backfills = Object.keys(results)
+  .filter((n) => n.startsWith("backfill-") && !n.endsWith("-leave"))
+  .sort((a, b) => m(a, "files") - m(b, "files"));
+if (backfills.length > 0) {
+  panels.push({
+    title: "Backfill (tiny files already in INPUT_DIR, delete mode): consumer peak RSS, MB",
+    bars: [
+      ...backfills.map((n) => ({
+        label: `${m(n, "files") / 1000}k${m(n, "dirs") === 0 ? " flat" : ""}`,
+        value: m(n, "consumerPeakRssMB"),
+        kind: "ours",
+      })),
+      { label: "limit", value: 256, kind: "target" },
+    ],
+  });
+}
 
 const W = 760;
 const labelW = 110;

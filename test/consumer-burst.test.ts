@@ -38,8 +38,15 @@ describe("consumer service: a burst of 10,000 files", () => {
         mtimes.set(rel, (await stat(join(dirs.input, rel))).mtimeMs);
       }
       await using stream = await openStreamReader(nats.url);
+      // Oldest mtime first holds within the working window (a larger backlog is
+      // taken in window by window, in directory order): here it holds the burst.
       await using svc = startConsumer(
-        consumerEnv(nats.url, dirs, { CONCURRENCY: String(CONCURRENCY), LOG_LEVEL: "info", POLL_INTERVAL_MS: "2000" }),
+        consumerEnv(nats.url, dirs, {
+          CONCURRENCY: String(CONCURRENCY),
+          LOG_LEVEL: "info",
+          POLL_INTERVAL_MS: "2000",
+          DISCOVERY_WINDOW: String(N),
+        }),
       );
       await consumerStarted(svc);
       const baseline = await openFds(svc.pid);

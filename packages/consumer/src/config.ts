@@ -67,6 +67,10 @@ export const consumerEnvSchema = z.object({
     "Of those, files larger than INLINE_MAX_BYTES uploaded to the Object Store at once: bounds the memory of uploads (up to ~5 MiB each)",
     { min: 1, max: 1024 },
   ).default(4),
+  DISCOVERY_WINDOW: envInt(
+    "Files in progress at once (found, waiting until complete, queued, being published): discovery of a huge backlog pauses while this many are pending and goes on as they finish, so memory is bounded by this, not by the backlog. Files announced by file-system events get a quarter more room, and workers favour them, so a new file is not stuck behind a backlog",
+    { min: 1, max: 1_000_000 },
+  ).default(8192),
   FOLLOW_SYMLINKS: envBool(
     "Publish symlinked files (links resolving outside INPUT_DIR are refused; symlinked directories are never entered)",
   ).default(false),

@@ -226,3 +226,54 @@ describe("DirectoryScanner", () => {
     expect(poll.dirs.sort()).toEqual(["", "d"]);
   });
 });
+
+describe("DirectoryScanner.walk", () => {
+  it("reads a tree in bounded steps that resume where the last one stopped, each file once", async () => {
+    for (let i = 0; i < 50; i++) await put(`d${i % 5}/f${i}.txt`);
+    for (let i = 0; i < 30; i++) await put(`flat${i}.txt`);
+    const walk = scanner().walk();
+    const seen: string[] = [];
+    let steps = 0;
+    while (!walk.done) {
+      const r = await walk.step(7);
+      // A step reads at most 7 entries (directories count too), so it returns at most 7 files.
+      expect(r.files.length).toBeLessThanOrEqual(7);
+      seen.push(...r.files.map((f) => f.rel));
+      steps++;
+    }
+    expect(steps).toBeGreaterThanOrEqual(Math.ceil(85 / 7));
+    expect(seen.length).toBe(80);
+    expect(new Set(seen).size).toBe(80);
+    await walk.close();
+  });
+
+  it("takes files added to a directory not yet read, and directories pushed while it runs", async () => {
+    await put("a/1.txt");
+    await put("b/2.txt");
+    const walk = scanner().walk({}, []);
+    walk.push("a", true);
+    const first = await walk.step(100);
+    expect(first.files.map((f) => f.rel)).toEqual(["a/1.txt"]);
+    expect(walk.done).toBe(true);
+    await put("b/3.txt");
+    walk.push("b", false);
+    const second = await walk.step(100);
+    expect(second.files.map((f) => f.rel).sort()).toEqual(["b/2.txt", "b/3.txt"]);
+    expect(second.dirs).toEqual(["b"]);
+  });
+
+  it("a shallow read does not enter subdirectories; closing abandons the rest", async () => {
+    await put("top/x.txt");
+    await put("top/sub/y.txt");
+    const shallow = scanner().walk({}, []);
+    shallow.push("top", false);
+    const r = await shallow.step(100);
+    expect(r.files.map((f) => f.rel)).toEqual(["top/x.txt"]);
+    expect(shallow.done).toBe(true);
+
+    const walk = scanner().walk();
+    await walk.step(1);
+    await walk.close();
+    expect(walk.done).toBe(true);
+  });
+});

@@ -1,11 +1,11 @@
-import { lstatSync, realpathSync, type Dirent, type Stats } from "node:fs";
-import { readdir, realpath, stat } from "node:fs/promises";
+import { lstatSync, realpathSync, type Stats } from "node:fs";
+import { realpath, stat } from "node:fs/promises";
 import { basename, dirname, isAbsolute, join, relative, resolve, sep } from "node:path";
 import fg from "fast-glob";
+import { DirectoryWalk, emptyResult, type ScanResult, type WalkOptions } from "./directoryWalk.js";
 import { GlobMatcher } from "./globMatcher.js";
 
-/** Longest stretch of synchronous lstat calls before the scan yields to the event loop. */
-const STAT_SLICE_MS = 5;
+export type { ScanResult, WalkOptions } from "./directoryWalk.js";
 
 /** Names no writer means as finished files (DESIGN §4); dotfiles are skipped by the glob itself. */
 export const ALWAYS_SKIPPED_EXTENSIONS = [".tmp", ".part", ".partial", ".crdownload", ".swp"] as const;
@@ -32,24 +32,6 @@ export interface ScannedFile {
   target?: string;
   /** Set when the path must never be read (a symlink resolving outside INPUT_DIR). */
   refused?: string;
-}
-
-export interface ScanResult<K extends KnownFile = KnownFile> {
-  files: ScannedFile[];
-  /** Relative paths of files whose ready marker exists. */
-  markers: Set<string>;
-  /** Paths seen but not candidates, with why (debug logs; `warn` for what an operator must fix). */
-  skipped: { rel: string; reason: string; warn?: boolean }[];
-  /** Light scans: paths listed but not stat'ed because the caller knows them. */
-  known: string[];
-  /**
-   * Polls: what `known` returned for each known file found unchanged (the
-   * caller's own objects, so that neither side allocates or looks up anything
-   * more per resident file).
-   */
-  unchanged: K[];
-  /** Directories (relative, "" for INPUT_DIR) holding at least one candidate, known or not. */
-  dirs: string[];
 }
 
 /** What the caller knows of a path (DirectorySource's tracked files have these fields). */
@@ -143,13 +125,15 @@ export class DirectoryScanner {
   }
 
   /**
-   * Lists INPUT_DIR, one readdir per directory (polling is the source of
-   * truth), selecting entries as fast-glob would (GlobMatcher).
+   * Lists INPUT_DIR, one directory stream per directory (polling is the
+   * source of truth), selecting entries as fast-glob would (GlobMatcher). The
+   * whole listing at once: tests and small trees; the consumer walks in steps
+   * (walk()) so that a huge INPUT_DIR is never held in memory.
    *
    * - No options: every candidate is lstat'ed and returned in `files`.
    * - `isKnown` (light scan, after file-system events): paths it knows come
    *   back in `known` without a stat, so discovering one new file in a
-   *   directory of 10,000 costs one readdir and one lstat, not 10,000 lstats.
+   *   directory of 10,000 costs one directory read and one lstat, not 10,000 lstats.
    * - `known` (poll): paths it knows are lstat'ed too (a file that changed
    *   without an event must be noticed), but one whose size, mtime and inode
    *   are those it was given comes back in `unchanged` (as the object
@@ -158,92 +142,109 @@ export class DirectoryScanner {
    * Known paths are not matched against the patterns again: they were
    * candidates when first seen, and the patterns do not change.
    */
-  async scan<K extends KnownFile = KnownFile>(
-    options: { isKnown?: (rel: string) => boolean; known?: (rel: string) => K | undefined } = {},
-  ): Promise<ScanResult<K>> {
+  async scan<K extends KnownFile = KnownFile>(options: WalkOptions<K> = {}): Promise<ScanResult<K>> {
+    const walk = this.walk(options);
+    const all = emptyResult<K>();
+    try {
+      while (!walk.done) {
+        const r = await walk.step(4096);
+        all.files.push(...r.files);
+        for (const m of r.markers) all.markers.add(m);
+        all.skipped.push(...r.skipped);
+        all.known.push(...r.known);
+        all.unchanged.push(...r.unchanged);
+        all.dirs.push(...r.dirs);
+      }
+    } finally {
+      await walk.close();
+    }
+    return all;
+  }
+
+  /** A resumable walk of INPUT_DIR (or of `dirs` below it), read in steps of bounded size. */
+  walk<K extends KnownFile = KnownFile>(
+    options: WalkOptions<K> = {},
+    dirs: readonly string[] = [""],
+  ): DirectoryWalk<K> {
+    return new DirectoryWalk<K>(
+      (rel) => (rel === "" ? this.root : this.#absoluteFast(rel)),
+      (dir, name, isDir, result) => this.#visit(dir, name, isDir, result, options),
+      dirs,
+    );
+  }
+
+  /** One directory entry of a walk: descends, records a marker, or stats and classifies a candidate. */
+  async #visit<K extends KnownFile>(
+    dir: string,
+    name: string,
+    isDir: boolean,
+    result: ScanResult<K>,
+    options: WalkOptions<K>,
+  ): Promise<"descend" | "candidate" | undefined> {
     this.#realRoot ??= await realpath(this.root);
     const { isKnown, known } = options;
     const suffix = this.#options.readyMarkerSuffix;
-    const result: ScanResult<K> = { files: [], markers: new Set(), skipped: [], known: [], unchanged: [], dirs: [] };
-    const pending = [""];
-    // Synchronous lstat, yielding to the event loop every few milliseconds: a
-    // promise lstat costs several times the CPU of the system call itself
-    // (thread-pool hop, promise, FSReqCallback), and a poll stats every resident file.
-    let sliceStart: number;
-    let sinceCheck = 0;
-    for (let dir = pending.pop(); dir !== undefined; dir = pending.pop()) {
-      let entries: Dirent[];
-      try {
-        entries = await readdir(dir === "" ? this.root : this.#absoluteFast(dir), { withFileTypes: true });
-      } catch {
-        // A directory we may not read, or one gone meanwhile, must not abort the whole scan.
-        continue;
-      }
-      sliceStart = performance.now();
-      let hasCandidates = false;
-      for (const entry of entries) {
-        if (++sinceCheck >= 64) {
-          sinceCheck = 0;
-          if (performance.now() - sliceStart > STAT_SLICE_MS) {
-            await new Promise<void>((resolve) => setImmediate(resolve));
-            sliceStart = performance.now();
-          }
-        }
-        const name = entry.name;
-        const rel = dir === "" ? name : `${dir}/${name}`;
-        if (entry.isDirectory()) {
-          if (this.#mayDescend(rel, name)) pending.push(rel);
-          continue;
-        }
-        if (suffix !== undefined && suffix !== "" && rel.endsWith(suffix) && rel.length > suffix.length) {
-          if (this.#matcher.matches(rel)) result.markers.add(rel.slice(0, -suffix.length));
-          continue;
-        }
-        if (isKnown?.(rel)) {
-          result.known.push(rel);
-          hasCandidates = true;
-          continue;
-        }
-        const was = known?.(rel);
-        if (was === undefined && !this.#matcher.matches(rel)) continue;
-        hasCandidates = true;
-        let st: Stats | undefined;
-        try {
-          st = lstatSync(this.#absoluteFast(rel), { throwIfNoEntry: false });
-        } catch {
-          st = undefined;
-        }
-        if (st === undefined) {
-          if (rel.includes("\uFFFD")) {
-            // Names are decoded as UTF-8: one that is not valid UTF-8 comes back with
-            // U+FFFD, and no string path can open it (nor could ce-subject carry it).
-            result.skipped.push({
-              rel,
-              reason: "the file name is not valid UTF-8, so it cannot be opened or relayed; rename the file",
-              warn: true,
-            });
-          }
-        } else if (st.isFile()) {
-          if (
-            was !== undefined &&
-            was.target === undefined &&
-            was.refused === undefined &&
-            st.size === was.size &&
-            st.mtimeMs === was.mtimeMs &&
-            st.ino === was.ino &&
-            st.ctimeMs === was.ctimeMs
-          ) {
-            result.unchanged.push(was);
-          } else {
-            result.files.push({ rel, size: st.size, mtimeMs: st.mtimeMs, ino: st.ino, ctimeMs: st.ctimeMs });
-          }
-        } else {
-          await this.#classify(rel, st, result);
-        }
-      }
-      if (hasCandidates) result.dirs.push(dir);
+    const rel = dir === "" ? name : `${dir}/${name}`;
+    if (isDir) return this.#mayDescend(rel, name) ? "descend" : undefined;
+    if (suffix !== undefined && suffix !== "" && rel.endsWith(suffix) && rel.length > suffix.length) {
+      if (this.#matcher.matches(rel)) result.markers.add(rel.slice(0, -suffix.length));
+      return undefined;
     }
-    return result;
+    if (isKnown?.(rel)) {
+      result.known.push(rel);
+      return "candidate";
+    }
+    const was = known?.(rel);
+    if (was === undefined && !this.#matcher.matches(rel)) return undefined;
+    // Synchronous lstat: a promise lstat costs several times the CPU of the
+    // system call itself (thread-pool hop, promise, FSReqCallback), and a poll
+    // stats every resident file. The walk yields to the event loop between slices.
+    let st: Stats | undefined;
+    try {
+      st = lstatSync(this.#absoluteFast(rel), { throwIfNoEntry: false });
+    } catch {
+      st = undefined;
+    }
+    if (st === undefined) {
+      if (rel.includes("\uFFFD")) {
+        // Names are decoded as UTF-8: one that is not valid UTF-8 comes back with
+        // U+FFFD, and no string path can open it (nor could ce-subject carry it).
+        result.skipped.push({
+          rel,
+          reason: "the file name is not valid UTF-8, so it cannot be opened or relayed; rename the file",
+          warn: true,
+        });
+      }
+    } else if (st.isFile()) {
+      if (
+        was !== undefined &&
+        was.target === undefined &&
+        was.refused === undefined &&
+        st.size === was.size &&
+        st.mtimeMs === was.mtimeMs &&
+        st.ino === was.ino &&
+        st.ctimeMs === was.ctimeMs
+      ) {
+        result.unchanged.push(was);
+      } else {
+        result.files.push({ rel, size: st.size, mtimeMs: st.mtimeMs, ino: st.ino, ctimeMs: st.ctimeMs });
+      }
+    } else {
+      await this.#classify(rel, st, result);
+    }
+    return "candidate";
+  }
+
+  /**
+   * What a file-system event's path holds now, classified as a walk would:
+   * a candidate file (or refused symlink) in `files`, or why it is skipped.
+   * undefined: gone, or not a candidate.
+   */
+  async inspect(rel: string): Promise<ScanResult | undefined> {
+    const slash = rel.lastIndexOf("/");
+    const result = emptyResult();
+    const got = await this.#visit(slash < 0 ? "" : rel.slice(0, slash), rel.slice(slash + 1), false, result, {});
+    return got === "candidate" ? result : undefined;
   }
 
   /** Directories the walk enters: never ARCHIVE_DIR/ERROR_DIR, dot directories only when a pattern could match inside. */

@@ -22,6 +22,7 @@ import {
   type Semaphore,
   type StatusLedger,
 } from "@filerelay/core/internal";
+import { windowLimits, type WindowLimits } from "./admission.js";
 import { ClaimStore } from "./claimStore.js";
 import type { ConsumerConfig } from "./config.js";
 import { DirectoryScanner, realPathOf } from "./directoryScanner.js";
@@ -57,6 +58,8 @@ export interface DirectorySourceOptions {
   instanceId?: string;
   /** Where each file's progress is recorded (DESIGN §8); unset with STATUS=off. */
   status?: StatusLedger | undefined;
+  /** The working window (tests use a small one; default DEFAULT_WINDOW). */
+  window?: WindowLimits | undefined;
 }
 
 export interface DirectorySourceStats {
@@ -176,6 +179,7 @@ export class DirectorySource implements AsyncDisposable {
       readyMarkers: config.READY_MARKER_SUFFIX !== undefined,
       log: options.log,
       onDue: () => this.#pump(),
+      limits: options.window ?? windowLimits(config.DISCOVERY_WINDOW),
     });
     this.#discovery = new Discovery({
       config,
@@ -184,6 +188,7 @@ export class DirectorySource implements AsyncDisposable {
       log: options.log,
       metrics: options.metrics,
       drop: (rec) => this.#drop(rec),
+      dropSettled: (view) => this.#forgetFingerprint(view.fingerprint, "(settled)"),
       afterPoll: () => {
         this.#refreshFingerprints();
         void this.#emptyDirs.prune();
@@ -224,6 +229,10 @@ export class DirectorySource implements AsyncDisposable {
       outage: this.#outage,
     };
     for (const f of this.#schedule.files.values()) s[f.state]++;
+    const settled = this.#schedule.settled.counts();
+    s.tracked += this.#schedule.settled.size;
+    s.done += settled.done;
+    s.failed += settled.failed;
     return s;
   }
 
@@ -382,7 +391,7 @@ export class DirectorySource implements AsyncDisposable {
           durationMs,
         });
         if (result.disposition === "left") {
-          rec.state = "done";
+          this.#schedule.settle(rec, "done");
           rec.attempts = 0;
         } else if (result.disposition === "superseded") {
           this.#log.info(
@@ -444,14 +453,19 @@ export class DirectorySource implements AsyncDisposable {
    * is a new version: new inode or ctime).
    */
   #drop(rec: TrackedFile): void {
-    this.#schedule.files.delete(rec.rel);
+    this.#schedule.delete(rec);
     const fingerprint = rec.fingerprint;
     if (rec.state !== "done" || !fingerprint || !this.#leavesFiles) return;
     // Only when it is surely gone: an unreadable directory hides files that are still there.
     if (currentIdentity(this.#scanner.absolute(rec.rel), false) !== undefined) return;
+    this.#forgetFingerprint(fingerprint, rec.rel);
+  }
+
+  #forgetFingerprint(fingerprint: string | undefined, path: string): void {
+    if (!fingerprint || !this.#leavesFiles) return;
     this.#track(
       this.#fingerprints.forget(fingerprint).catch((err: unknown) => {
-        this.#log.debug({ err, path: rec.rel }, "could not forget the fingerprint of a removed file; it expires");
+        this.#log.debug({ err, path }, "could not forget the fingerprint of a removed file; it expires");
       }),
     );
   }
@@ -465,41 +479,60 @@ export class DirectorySource implements AsyncDisposable {
     const ttl = this.#fingerprints.ttlMs;
     if (ttl <= 0 || !this.#leavesFiles || this.#refreshing) return;
     const due = Date.now() - ttl / 2;
-    const stale: TrackedFile[] = [];
+    const settled = this.#schedule.settled;
+    // Links keep full records; every other settled file is a compact one, walked lazily (there may be millions).
+    const linked: TrackedFile[] = [];
     for (const rec of this.#schedule.files.values()) {
-      if (rec.state === "done" && rec.fingerprint && (rec.recordedAt ?? 0) < due) stale.push(rec);
+      if (rec.state === "done" && rec.fingerprint && (rec.recordedAt ?? 0) < due) linked.push(rec);
     }
-    if (stale.length === 0) return;
+    const compact = settled.dueForRefresh(due);
+    let first = compact.next();
+    if (linked.length === 0 && first.done) return;
     this.#refreshing = true;
-    let next = 0;
+    let refreshed = 0;
+    const take = (): { fingerprint: string; size: number; path: string; done: (at: number) => void } | undefined => {
+      const rec = linked.pop();
+      if (rec) {
+        if (rec.state !== "done" || !rec.fingerprint) return take();
+        return { fingerprint: rec.fingerprint, size: rec.size, path: rec.rel, done: (at) => (rec.recordedAt = at) };
+      }
+      if (first.done) return undefined;
+      const view = first.value;
+      first = compact.next();
+      if (!view.fingerprint) return take();
+      return {
+        fingerprint: view.fingerprint,
+        size: view.size,
+        path: "",
+        done: (at) => settled.setRecordedAt(view.key, at),
+      };
+    };
     const worker = async () => {
-      while (next < stale.length && !this.#stopping) {
-        const rec = stale[next++]!;
-        const fingerprint = rec.fingerprint;
-        if (rec.state !== "done" || !fingerprint) continue;
+      for (let item = take(); item && !this.#stopping; item = take()) {
         try {
-          const kept = await this.#fingerprints.refresh(fingerprint);
+          const kept = await this.#fingerprints.refresh(item.fingerprint);
           // Expired meanwhile (a long stop): written anew from what is known of it.
           if (!kept) {
-            await this.#fingerprints.record(fingerprint, {
-              id: rec.fileId ?? "",
-              path: rec.rel,
-              size: rec.size,
+            await this.#fingerprints.record(item.fingerprint, {
+              id: fileVersionId(item.fingerprint),
+              path: item.path,
+              size: item.size,
               sha256: "",
               publishedAt: "",
             });
           }
-          rec.recordedAt = Date.now();
+          item.done(Date.now());
+          refreshed++;
         } catch (err) {
           this.#log.debug(
-            { err, path: rec.rel },
+            { err, path: item.path },
             "could not refresh a fingerprint record; retrying after the next poll",
           );
         }
       }
     };
     const run = Promise.all(Array.from({ length: FINGERPRINT_REFRESH_CONCURRENCY }, worker)).then(() => {
-      this.#log.info({ files: stale.length }, "refreshed the fingerprint records of files left in place");
+      this.#log.info({ files: refreshed }, "refreshed the fingerprint records of files left in place");
     });
     this.#track(run.finally(() => (this.#refreshing = false)));
   }
@@ -522,7 +555,7 @@ export class DirectorySource implements AsyncDisposable {
   }
 
   #forget(rec: TrackedFile): void {
-    if (this.#schedule.files.get(rec.rel) === rec) this.#schedule.files.delete(rec.rel);
+    this.#schedule.delete(rec);
     this.#schedule.markers.delete(rec.rel);
   }
 
@@ -579,7 +612,7 @@ export class DirectorySource implements AsyncDisposable {
     if (err.code === "DISPOSE_FAILED") {
       // It was published: moving it to ERROR_DIR would say otherwise.
       this.#log.error({ ...base, outcome: "published-not-disposed" }, "file published but could not be disposed of");
-      rec.state = "done";
+      this.#schedule.settle(rec, "done");
       return;
     }
     const movedTo = await this.#disposition.moveToErrorDir(rec, err);
@@ -622,7 +655,7 @@ export class DirectorySource implements AsyncDisposable {
     if (errorPath) {
       this.#forget(rec);
       this.#emptyDirs.noteEmptied(rec.rel);
-    } else rec.state = "failed";
+    } else this.#schedule.settle(rec, "failed");
   }
 
   async #attempt(rec: TrackedFile, release: () => void): Promise<AttemptResult> {

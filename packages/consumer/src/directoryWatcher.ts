@@ -1,5 +1,5 @@
 import { watch, type FSWatcher } from "node:fs";
-import { readdir } from "node:fs/promises";
+import { opendir } from "node:fs/promises";
 import { join } from "node:path";
 import type { Logger } from "@filerelay/core";
 
@@ -70,16 +70,16 @@ export class DirectoryWatcher implements AsyncDisposable {
   async watchTree(relDir: string): Promise<void> {
     if (!this.watchDir(relDir)) return;
     const abs = relDir === "" ? this.#options.root : join(this.#options.root, ...relDir.split("/"));
-    let entries;
+    // Streamed: a directory that just appeared may hold a million files; only its subdirectories matter here.
+    const subdirs: string[] = [];
     try {
-      entries = await readdir(abs, { withFileTypes: true });
+      for await (const e of await opendir(abs, { bufferSize: 256 })) {
+        if (e.isDirectory() && !e.name.startsWith(".")) subdirs.push(e.name);
+      }
     } catch {
       return;
     }
-    for (const e of entries) {
-      if (!e.isDirectory() || e.name.startsWith(".")) continue;
-      await this.watchTree(relDir === "" ? e.name : `${relDir}/${e.name}`);
-    }
+    for (const name of subdirs) await this.watchTree(relDir === "" ? name : `${relDir}/${name}`);
   }
 
   #unwatch(relDir: string): void {

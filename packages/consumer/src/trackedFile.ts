@@ -43,4 +43,6 @@ export interface TrackedFile {
   /** Left in place: when its fingerprint record was last written (it expires after FINGERPRINT_TTL_MS). */
   recordedAt?: number | undefined;
   seenInScan: number;
+  /** Announced by a file-system event (not found by a walk): workers favour it over a backlog. */
+  fresh?: boolean | undefined;
 }
