@@ -24,6 +24,8 @@ const POLL_CPU_FACTOR = 100;
 const MAX_POLL_INTERVAL_MS = 10 * 60_000;
 /** Events handled per batch of stat() calls. */
 const EVENT_BATCH = 256;
+/** Events are handled this long after the first of a burst. */
+const EVENT_SETTLE_MS = 20;
 /** Directory entries read per step of a walk: the most a step adds to the working window. */
 const STEP_ENTRIES = 256;
 
@@ -323,7 +325,9 @@ export class Discovery {
     this.#pendingPaths.add(rel);
     if (this.#eventsScheduled) return;
     this.#eventsScheduled = true;
-    setImmediate(() => void this.#handleEvents());
+    // A short pause coalesces a burst of events and lets a writer that creates and then
+    // writes a file (open O_CREAT, write, close) finish before the file is looked at.
+    setTimeout(() => void this.#handleEvents(), EVENT_SETTLE_MS);
   }
 
   /** File-system events: re-stat the paths; new files are taken in, the rest hinted to a walk. */
