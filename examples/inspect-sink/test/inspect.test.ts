@@ -85,6 +85,10 @@ describe("examples/inspect-sink", () => {
       expect(received.every((m) => m.headers?.get("content-type") === "application/json")).toBe(true);
       // The CSV really travelled through the Object Store.
       const published = (path: string) => consumer.logs().find((l) => l.msg === "file published" && l.path === path);
+      // The consumer logs after disposing of the source, which can trail the sink's summaries.
+      await waitFor(() => published("exports/customers.csv") && published("events.jsonl"), {
+        message: "the consumer's published lines",
+      });
       expect(published("exports/customers.csv")?.payload).toBe("object");
       expect(published("events.jsonl")?.payload).toBe("inline");
 
