@@ -602,8 +602,15 @@ export async function provisionStatusStream(
       }
     } catch (err) {
       if (!isStreamNotFound(err)) throw err;
-      await jsm.streams.add(wanted);
-      options.log.info({ change: `created stream ${name} (${wanted.subjects[0]})` }, "provisioned");
+      try {
+        await jsm.streams.add(wanted);
+        options.log.info({ change: `created stream ${name} (${wanted.subjects[0]})` }, "provisioned");
+      } catch (addErr) {
+        // Another replica starting at the same moment created it first: that is the wanted state.
+        await jsm.streams.info(name).catch(() => {
+          throw addErr;
+        });
+      }
     }
   }
 }
