@@ -338,6 +338,7 @@ export class StatusLedger {
       this.names,
       filter,
       (id) => this.get(id),
+      (id) => this.#scan(entryFilterSubject(this.names.statusPrefix, { id })),
       this.#groups,
       () => this.#watches.delete(watch),
     );

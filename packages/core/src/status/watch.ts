@@ -60,6 +60,8 @@ export class StatusWatch implements AsyncIterable<StatusUpdate> {
     private readonly names: JetStreamNames,
     private readonly filter: WatchFilter,
     private readonly get: (id: string) => Promise<FileRecord | undefined>,
+    /** The entries the ledger holds for a file, in stream order. */
+    private readonly entriesOf: (id: string) => Promise<StatusEntry[]>,
     private readonly groups: readonly string[],
     private readonly onClose: () => void,
   ) {
@@ -105,7 +107,7 @@ export class StatusWatch implements AsyncIterable<StatusUpdate> {
     if (!known) {
       // A file first seen mid-way (a sink's entry): fetch what the ledger already holds.
       const fresh = entry.kind === "source" && entry.state === "received";
-      known = fresh ? [] : await this.#storedEntries(entry.id);
+      known = fresh ? [] : await this.entriesOf(entry.id);
       this.#remember(entry.id, known);
     }
     const who = (e: StatusEntry) => (e.kind === "source" ? "" : e.group);
@@ -114,39 +116,6 @@ export class StatusWatch implements AsyncIterable<StatusUpdate> {
     this.#entries.set(entry.id, kept);
     const record = foldRecord(kept, this.groups);
     if (record) this.#onRecord(record, entry.kind === "group" ? entry.group : undefined);
-  }
-
-  async #storedEntries(id: string): Promise<StatusEntry[]> {
-    const record = await this.get(id);
-    if (!record) return [];
-    // Rebuilt from the record: enough to fold later entries into it.
-    const base = {
-      id,
-      source: record.source,
-      subject: record.subject,
-      filename: record.filename,
-      size: record.size,
-      sha256: record.sha256,
-      contentType: record.contentType,
-      jobId: record.jobId,
-      parentId: record.parentId,
-    };
-    const out: StatusEntry[] = [];
-    const src = record.events.find((e) => e.group === undefined && e.event !== "detected");
-    if (src) {
-      out.push({
-        kind: "source",
-        ...base,
-        at: src.at,
-        by: src.by,
-        state: src.event as "received" | "published" | "error",
-        groups: [...this.groups],
-      });
-    }
-    for (const [group, d] of Object.entries(record.deliveries)) {
-      out.push({ kind: "group", ...base, group, at: d.at, by: d.by, state: d.state, attempts: d.attempts });
-    }
-    return out;
   }
 
   #remember(id: string, entries: StatusEntry[]): void {
