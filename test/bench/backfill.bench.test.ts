@@ -3,7 +3,17 @@ import { mkdir, readFile, readdir, rename, stat, writeFile } from "node:fs/promi
 import { join } from "node:path";
 import { it } from "vitest";
 import { waitFor } from "../support/index.js";
-import { countFiles, loadNote, machineInfo, memoryOf, percentile, syncDisk, writeResult } from "./benchSupport.js";
+import {
+  countFiles,
+  cpuSecondsOf,
+  loadNote,
+  machineInfo,
+  memoryOf,
+  percentile,
+  stealMeter,
+  syncDisk,
+  writeResult,
+} from "./benchSupport.js";
 import { Pipeline } from "./pipeline.js";
 
 const FILES = Number(process.env.BENCH_BACKFILL_FILES ?? 100_000);
@@ -69,6 +79,11 @@ it(`backfill: ${FILES} files in ${FLAT ? "one flat directory" : `${DIRS} directo
 
   const out = join(pipe.output, batchName);
   const outQuiet = join(pipe.output, "quiet");
+  // CPU per file of the three processes (comparable across backlog sizes when files/s is not: see stealMeter).
+  const pids = [pipe.consumer.pid, pipe.producers[0]!.pid, pipe.nats.pid() ?? -1];
+  const cpuOf = () => Promise.all(pids.map((pid) => cpuSecondsOf(pid).catch(() => NaN)));
+  const cpu0 = await cpuOf();
+  const steal = await stealMeter();
   const t0 = Date.now();
   await rename(tree, join(pipe.input, batchName));
 
@@ -135,6 +150,8 @@ it(`backfill: ${FILES} files in ${FLAT ? "one flat directory" : `${DIRS} directo
     intervalMs: Math.max(2000, FILES / 100),
     message: `${FILES} files in the output`,
   });
+  const cpu1 = await cpuOf();
+  const stealPercent = await steal();
   await dropper;
   const mem = await memoryOf(pipe.consumer.pid);
   sampling = false;
@@ -197,6 +214,10 @@ it(`backfill: ${FILES} files in ${FLAT ? "one flat directory" : `${DIRS} directo
       treeCreateMs: makeMs,
       relayMs: Math.round(relayMs),
       filesPerSec: Math.round(FILES / (relayMs / 1000)),
+      consumerCpuUsPerFile: Math.round(((cpu1[0]! - cpu0[0]!) / FILES) * 1e6),
+      producerCpuUsPerFile: Math.round(((cpu1[1]! - cpu0[1]!) / FILES) * 1e6),
+      natsServerCpuUsPerFile: Math.round(((cpu1[2]! - cpu0[2]!) / FILES) * 1e6),
+      hostStealPercent: stealPercent,
       firstOutputMs,
       consumerBaselineRssMB: baseline?.rssMB ?? null,
       consumerPeakRssMB: mem?.peakMB ?? null,

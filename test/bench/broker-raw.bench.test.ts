@@ -10,6 +10,7 @@ import { it } from "vitest";
 import { openPayload, putPayloadObject, type Envelope } from "@filerelay/core/internal";
 import { startNats } from "../support/index.js";
 import { cpuSecondsOf, loadNote, machineInfo, tempDir, writeResult } from "./benchSupport.js";
+import { rawOrderedRead, rawPut } from "./rawRoundTrip.js";
 
 const run = promisify(execFile);
 
@@ -118,9 +119,7 @@ async function oneSize(nc: NatsConnection, serverPid: number, pool: Buffer, chun
   const js = jetstream(nc, { timeout: 60_000 });
   const stream = "RAW";
   const subject = "raw.data";
-  await jsm.streams.add({ name: stream, subjects: ["raw.>"], storage: StorageType.File, num_replicas: 1 });
   const chunks = Math.ceil(TOTAL / chunk);
-  const window = Math.max(1, Math.floor(WINDOW_BYTES / chunk));
   const cpu = async () => [await cpuSecondsOf(serverPid), process.cpuUsage()] as const;
   const cpuDelta = async (before: Awaited<ReturnType<typeof cpu>>) => {
     const s = await cpuSecondsOf(serverPid);
@@ -133,34 +132,17 @@ async function oneSize(nc: NatsConnection, serverPid: number, pool: Buffer, chun
   const mbps = (bytes: number, ms: number) => Number((bytes / 1e6 / (ms / 1000)).toFixed(1));
   const load = loadNote();
 
-  // Put: a bounded window of PubAcks in flight (a ring of promises, oldest awaited first).
+  // Put: a bounded window of PubAcks in flight.
   let c0 = await cpu();
   let t0 = performance.now();
-  const inFlight: Promise<unknown>[] = [];
-  let off = 0;
-  for (let i = 0; i < chunks; i++) {
-    if (off + chunk > pool.length) off = 0;
-    const data = pool.subarray(off, off + Math.min(chunk, TOTAL - i * chunk));
-    off += chunk;
-    inFlight.push(js.publish(subject, data));
-    if (inFlight.length >= window) await inFlight.shift();
-  }
-  await Promise.all(inFlight);
+  await rawPut(nc, { stream, pool, total: TOTAL, chunk, windowBytes: WINDOW_BYTES });
   const putMs = performance.now() - t0;
   const putCpu = await cpuDelta(c0);
 
   // Ordered consumer (nats.js): what `get()` of an object would use, minus its bugs.
   c0 = await cpu();
   t0 = performance.now();
-  // The stream holds only this subject (filter_subjects needs a 2.10 server).
-  const oc = await js.consumers.get(stream);
-  let got = 0;
-  let n = 0;
-  const iter = await oc.consume({ max_bytes: 8 * 1024 * 1024 });
-  for await (const m of iter) {
-    got += m.data.length;
-    if (++n === chunks) break;
-  }
+  let got = await rawOrderedRead(nc, stream, chunks);
   const orderedMs = performance.now() - t0;
   const orderedCpu = await cpuDelta(c0);
   if (got !== TOTAL) throw new Error(`ordered read got ${got} bytes, expected ${TOTAL}`);
@@ -176,7 +158,7 @@ async function oneSize(nc: NatsConnection, serverPid: number, pool: Buffer, chun
   });
   const pc = await js.consumers.get(stream, ci.name);
   got = 0;
-  n = 0;
+  let n = 0;
   const piter = await pc.consume({ max_bytes: 8 * 1024 * 1024 });
   for await (const m of piter) {
     got += m.data.length;

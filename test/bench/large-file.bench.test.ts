@@ -1,7 +1,9 @@
-import { createHash } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import { createReadStream } from "node:fs";
 import { mkdir, readdir, rm } from "node:fs/promises";
 import { join } from "node:path";
+import { jetstreamManager } from "@nats-io/jetstream";
+import { connect } from "@nats-io/transport-node";
 import { it } from "vitest";
 import {
   cpuSecondsOf,
@@ -14,10 +16,44 @@ import {
   writeResult,
 } from "./benchSupport.js";
 import { Pipeline } from "./pipeline.js";
+import { rawOrderedRead, rawPut } from "./rawRoundTrip.js";
 
 const SIZE = Number(process.env.BENCH_LARGE_BYTES ?? 1024 ** 3);
 /** PAYLOAD_CHUNK_BYTES for the consumer (unset: its default). */
 const CHUNK = process.env.BENCH_PAYLOAD_CHUNK_BYTES;
+/** The raw round trip's chunk: the consumer's default PAYLOAD_CHUNK_BYTES. */
+const RAW_CHUNK = Number(CHUNK ?? 128 * 1024);
+
+/**
+ * The broker's raw round trip on the pipeline's own nats-server: SIZE bytes
+ * published as chunks into a file-storage stream (32 MiB of PubAcks
+ * outstanding) and read back with an ordered consumer, from this process; no
+ * hashing, no files. Wall time of put + read, CPU of this process and the
+ * server.
+ */
+async function rawRoundTrip(
+  url: string,
+  serverPid: number,
+): Promise<{ ms: number; clientCpuSec: number; serverCpuSec: number }> {
+  const nc = await connect({ servers: url, noAsyncTraces: true });
+  try {
+    const pool = randomBytes(64 * 1024 * 1024);
+    const stream = "RAWRT";
+    const server0 = await cpuSecondsOf(serverPid);
+    const client0 = process.cpuUsage();
+    const t0 = performance.now();
+    await rawPut(nc, { stream, pool, total: SIZE, chunk: RAW_CHUNK, windowBytes: 32 * 1024 * 1024 });
+    const got = await rawOrderedRead(nc, stream, Math.ceil(SIZE / RAW_CHUNK));
+    const ms = performance.now() - t0;
+    const client = process.cpuUsage(client0);
+    const serverCpuSec = (await cpuSecondsOf(serverPid)) - server0;
+    if (got !== SIZE) throw new Error(`raw read back ${got} bytes, expected ${SIZE}`);
+    await (await jetstreamManager(nc)).streams.delete(stream);
+    return { ms, clientCpuSec: (client.user + client.system) / 1e6, serverCpuSec };
+  } finally {
+    await nc.close();
+  }
+}
 
 async function sha256File(path: string): Promise<string> {
   const h = createHash("sha256");
@@ -50,6 +86,9 @@ it(`large file: ${(SIZE / 1024 ** 2).toFixed(0)} MiB end to end, next to cp`, as
   const cpSyncMs = await timeCommand("sh", ["-c", `cp '${src}' '${copy}' && sync '${copy}'`]);
   await rm(copy);
   await syncDisk();
+  // The broker's raw round trip, same server, same run: the yardstick for a relay through it.
+  const raw = await rawRoundTrip(pipe.nats.url, pipe.nats.pid() ?? -1);
+  await syncDisk();
 
   const pids = [pipe.consumer.pid, pipe.producers[0]!.pid, pipe.nats.pid() ?? -1];
   const cpuOf = () => Promise.all(pids.map((pid) => cpuSecondsOf(pid).catch(() => NaN)));
@@ -64,6 +103,9 @@ it(`large file: ${(SIZE / 1024 ** 2).toFixed(0)} MiB end to end, next to cp`, as
   const mbps = SIZE / 1e6 / (ms / 1000);
   const cpMbps = SIZE / 1e6 / (cpMs / 1000);
   const cpSyncMbps = SIZE / 1e6 / (cpSyncMs / 1000);
+  const rawMbps = SIZE / 1e6 / (raw.ms / 1000);
+  const relayCpuSec = cpu1.reduce((a, b, i) => a + b - cpu0[i]!, 0);
+  const rawCpuSec = raw.clientCpuSec + raw.serverCpuSec;
   await writeResult({
     name: SIZE > 2 * 1024 ** 3 ? "large-file-4g" : SIZE < 512 * 1024 ** 2 ? "large-file-small" : "large-file",
     takenAt: new Date().toISOString(),
@@ -76,6 +118,11 @@ it(`large file: ${(SIZE / 1024 ** 2).toFixed(0)} MiB end to end, next to cp`, as
       ratioToCp: Number((mbps / cpMbps).toFixed(3)),
       cpSyncMBps: Number(cpSyncMbps.toFixed(1)),
       ratioToCpSync: Number((mbps / cpSyncMbps).toFixed(3)),
+      rawRoundTripMBps: Number(rawMbps.toFixed(1)),
+      ratioToRawRoundTrip: Number((mbps / rawMbps).toFixed(3)),
+      rawRoundTripCpuSec: Number(rawCpuSec.toFixed(1)),
+      relayCpuSec: Number(relayCpuSec.toFixed(1)),
+      cpuRatioToRawRoundTrip: Number((relayCpuSec / rawCpuSec).toFixed(2)),
       consumerCpuSec: Number((cpu1[0]! - cpu0[0]!).toFixed(1)),
       producerCpuSec: Number((cpu1[1]! - cpu0[1]!).toFixed(1)),
       natsServerCpuSec: Number((cpu1[2]! - cpu0[2]!).toFixed(1)),
@@ -86,6 +133,7 @@ it(`large file: ${(SIZE / 1024 ** 2).toFixed(0)} MiB end to end, next to cp`, as
     },
     notes: [
       "end to end = rename into INPUT_DIR → ctime of the output; the consumer streams the file into the JetStream Object Store (file storage), the producer streams it back out, verifies size + SHA-256, fsyncs every FSYNC_EVERY_CHUNKS chunks and at the end",
+      `raw round trip: ${SIZE} bytes published as ${RAW_CHUNK}-byte chunks into a file-storage stream on the same nats-server (32 MiB of PubAcks outstanding) and read back with an ordered consumer, by the benchmark process; no hashing, no files; CPU = that process + nats-server`,
       "cp copies within one ext4 filesystem through the page cache (no fsync); cp+sync also waits for the copy to reach the disk",
       note,
     ],

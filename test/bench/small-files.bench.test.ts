@@ -8,6 +8,7 @@ import {
   machineInfo,
   makeFiles,
   removeDir,
+  stealMeter,
   syncDisk,
   tempDir,
   timeCommand,
@@ -41,7 +42,8 @@ it(`small files: ${FILES} × 4 KiB end to end, next to cp -r and rclone copy`, a
     const rcloneFilesPerSec = rcloneMs === null ? null : Math.round(FILES / (rcloneMs / 1000));
 
     const perProducers: Record<number, number> = {};
-    let cpu: { consumerUsPerFile: number; producerUsPerFile: number; natsServerUsPerFile: number } | undefined;
+    type CpuPerFile = { consumerUsPerFile: number; producerUsPerFile: number; natsServerUsPerFile: number };
+    const cpuPerProducers: Record<number, CpuPerFile> = {};
     const notes: string[] = [];
     for (const producers of PRODUCERS) {
       await using pipe = await Pipeline.start({
@@ -56,23 +58,26 @@ it(`small files: ${FILES} × 4 KiB end to end, next to cp -r and rclone copy`, a
       const pids = [pipe.consumer.pid, ...pipe.producers.map((s) => s.pid), pipe.nats.pid() ?? -1];
       const cpuOf = () => Promise.all(pids.map((pid) => cpuSecondsOf(pid).catch(() => NaN)));
       const cpu0 = await cpuOf();
-      notes.push(`${producers} producer(s): ${loadNote()}`);
+      const steal = await stealMeter();
+      const load = loadNote();
       const ms = await pipe.relayTree(tree, FILES);
       const cpu1 = await cpuOf();
+      notes.push(`${producers} producer(s): ${load}; host steal ${await steal()} % of CPU time during the relay`);
       perProducers[producers] = Math.round(FILES / (ms / 1000));
-      if (producers === PRODUCERS[0]) {
-        const n = pids.length;
-        const producerCpu = cpu1.slice(1, n - 1).reduce((a, b, i) => a + b - cpu0[i + 1]!, 0);
-        cpu = {
-          consumerUsPerFile: Math.round(((cpu1[0]! - cpu0[0]!) / FILES) * 1e6),
-          producerUsPerFile: Math.round((producerCpu / FILES) * 1e6),
-          natsServerUsPerFile: Math.round(((cpu1[n - 1]! - cpu0[n - 1]!) / FILES) * 1e6),
-        };
-      }
+      const n = pids.length;
+      const producerCpu = cpu1.slice(1, n - 1).reduce((a, b, i) => a + b - cpu0[i + 1]!, 0);
+      cpuPerProducers[producers] = {
+        consumerUsPerFile: Math.round(((cpu1[0]! - cpu0[0]!) / FILES) * 1e6),
+        producerUsPerFile: Math.round((producerCpu / FILES) * 1e6),
+        natsServerUsPerFile: Math.round(((cpu1[n - 1]! - cpu0[n - 1]!) / FILES) * 1e6),
+      };
       await pipe.stop();
       if ((await countFiles(pipe.archive)) < FILES) throw new Error("not every source file was archived");
     }
     const filesPerSec = perProducers[PRODUCERS[0]!]!;
+    const cpu = cpuPerProducers[PRODUCERS[0]!];
+    const totalUs = (c: CpuPerFile | undefined) =>
+      c ? c.consumerUsPerFile + c.producerUsPerFile + c.natsServerUsPerFile : null;
     const metrics = {
       files: FILES,
       fileBytes: SIZE,
@@ -86,6 +91,7 @@ it(`small files: ${FILES} × 4 KiB end to end, next to cp -r and rclone copy`, a
       consumerCpuUsPerFile: cpu?.consumerUsPerFile ?? null,
       producerCpuUsPerFile: cpu?.producerUsPerFile ?? null,
       natsServerCpuUsPerFile: cpu?.natsServerUsPerFile ?? null,
+      totalCpuUsPerFile: totalUs(cpu),
     };
     const common = {
       takenAt: new Date().toISOString(),
@@ -105,7 +111,18 @@ it(`small files: ${FILES} × 4 KiB end to end, next to cp -r and rclone copy`, a
       await writeResult({
         name: "producer-scaling",
         ...common,
-        metrics: Object.fromEntries(PRODUCERS.map((n) => [`filesPerSec_${n}producers`, perProducers[n] ?? null])),
+        metrics: Object.fromEntries(
+          PRODUCERS.flatMap((n) => [
+            [`filesPerSec_${n}producers`, perProducers[n] ?? null],
+            [`cpuUsPerFile_${n}producers`, totalUs(cpuPerProducers[n])],
+            [`producerCpuUsPerFile_${n}producers`, cpuPerProducers[n]?.producerUsPerFile ?? null],
+            [`ratioFilesPerSec_${n}to${PRODUCERS[0]}`, Number(((perProducers[n] ?? 0) / filesPerSec).toFixed(2))],
+            [
+              `ratioCpuPerFile_${n}to${PRODUCERS[0]}`,
+              Number(((totalUs(cpuPerProducers[n]) ?? 0) / (totalUs(cpu) ?? 1)).toFixed(2)),
+            ],
+          ]),
+        ),
         notes: [
           `${FILES} × 4 KiB, one consumer; on 2 cores more producers add contention (more processes on the same CPUs), not parallelism`,
           ...notes,
