@@ -29,6 +29,9 @@ export interface PipelineOptions {
  *
  * BENCH_CPU_PROF=<dir> runs every service with `node --cpu-prof` into <dir>
  * (profiles are written when the service exits after SIGTERM).
+ * BENCH_PERF_MAP=1 runs them with `--perf-basic-prof`, so that Linux `perf`
+ * (which, unlike --cpu-prof on a loaded 2-CPU host, samples only on-CPU time)
+ * can name JavaScript frames.
  */
 export class BenchService {
   readonly proc: ChildProcess;
@@ -46,6 +49,9 @@ export class BenchService {
     const profDir = process.env.BENCH_CPU_PROF;
     if (profDir)
       nodeArgs.push("--cpu-prof", `--cpu-prof-dir=${profDir}`, `--cpu-prof-name=${name}-${Date.now()}.cpuprofile`);
+    // (V8 would also write an isolate-*.log per process into the working directory: sent nowhere.)
+    if (process.env.BENCH_PERF_MAP === "1")
+      nodeArgs.push("--perf-basic-prof", "--logfile=/dev/null", "--no-logfile-per-isolate");
     this.proc = spawn(process.execPath, [...nodeArgs, serviceEntry(name)], {
       env: { PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? "/tmp", HTTP_PORT: "0", ...env },
       cwd: repoRoot,
