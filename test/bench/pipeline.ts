@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { closeSync, openSync } from "node:fs";
-import { lstat, mkdir, open, readdir, rename, writeFile } from "node:fs/promises";
+import { lstat, mkdir, open, readdir, rename, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import {
   guardChild,
@@ -31,7 +31,8 @@ export interface PipelineOptions {
  * (profiles are written when the service exits after SIGTERM).
  * BENCH_PERF_MAP=1 runs them with `--perf-basic-prof`, so that Linux `perf`
  * (which, unlike --cpu-prof on a loaded 2-CPU host, samples only on-CPU time)
- * can name JavaScript frames.
+ * can name JavaScript frames. BENCH_NODE_ARGS adds node/V8 options to every
+ * service (space-separated, e.g. "--single-threaded-gc").
  */
 export class BenchService {
   readonly proc: ChildProcess;
@@ -52,6 +53,7 @@ export class BenchService {
     // (V8 would also write an isolate-*.log per process into the working directory: sent nowhere.)
     if (process.env.BENCH_PERF_MAP === "1")
       nodeArgs.push("--perf-basic-prof", "--logfile=/dev/null", "--no-logfile-per-isolate");
+    for (const arg of (process.env.BENCH_NODE_ARGS ?? "").split(" ")) if (arg !== "") nodeArgs.push(arg);
     this.proc = spawn(process.execPath, [...nodeArgs, serviceEntry(name)], {
       env: { PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? "/tmp", HTTP_PORT: "0", ...env },
       cwd: repoRoot,
@@ -65,6 +67,11 @@ export class BenchService {
   /** Parsed JSON log lines written so far. */
   async logs(): Promise<LogLine[]> {
     return (await this.logsFrom(0)).lines;
+  }
+
+  /** The log's current size in bytes: a `logsFrom()` start that skips what is there (without reading it). */
+  async logEnd(): Promise<number> {
+    return (await stat(this.logFile).catch(() => ({ size: 0 }))).size;
   }
 
   /** Parsed log lines from byte `from` on, and the byte offset they end at (the next call's `from`). */
