@@ -485,27 +485,34 @@ export class DirectorySource implements AsyncDisposable {
     for (const rec of this.#schedule.files.values()) {
       if (rec.state === "done" && rec.fingerprint && (rec.recordedAt ?? 0) < due) linked.push(rec);
     }
-    const compact = settled.dueForRefresh(due);
-    let first = compact.next();
-    if (linked.length === 0 && first.done) return;
+    type Due = { fingerprint: string; size: number; path: string; done: (at: number) => void };
+    // One lazy sequence shared by the workers (next() is synchronous); a link is checked again when its turn comes.
+    function* dueRecords(): Generator<Due> {
+      for (const rec of linked) {
+        if (rec.state !== "done" || !rec.fingerprint) continue;
+        yield { fingerprint: rec.fingerprint, size: rec.size, path: rec.rel, done: (at) => (rec.recordedAt = at) };
+      }
+      for (const view of settled.dueForRefresh(due)) {
+        if (!view.fingerprint) continue;
+        const { key } = view;
+        yield {
+          fingerprint: view.fingerprint,
+          size: view.size,
+          path: "",
+          done: (at) => settled.setRecordedAt(key, at),
+        };
+      }
+    }
+    const items = dueRecords();
+    let next = items.next();
+    if (next.done) return;
     this.#refreshing = true;
     let refreshed = 0;
-    const take = (): { fingerprint: string; size: number; path: string; done: (at: number) => void } | undefined => {
-      const rec = linked.pop();
-      if (rec) {
-        if (rec.state !== "done" || !rec.fingerprint) return take();
-        return { fingerprint: rec.fingerprint, size: rec.size, path: rec.rel, done: (at) => (rec.recordedAt = at) };
-      }
-      if (first.done) return undefined;
-      const view = first.value;
-      first = compact.next();
-      if (!view.fingerprint) return take();
-      return {
-        fingerprint: view.fingerprint,
-        size: view.size,
-        path: "",
-        done: (at) => settled.setRecordedAt(view.key, at),
-      };
+    const take = (): Due | undefined => {
+      if (next.done) return undefined;
+      const item = next.value;
+      next = items.next();
+      return item;
     };
     const worker = async () => {
       for (let item = take(); item && !this.#stopping; item = take()) {
