@@ -44,6 +44,52 @@ describe("connect + provision (real nats-server)", () => {
     }
   });
 
+  it("replicas that start together all provision, each on its own connection", async () => {
+    await using nats = await startNats();
+    const conns = await Promise.all(
+      Array.from({ length: 16 }, (_, i) => connectNats(natsConfig(nats.url), { name: `r${i}`, log })),
+    );
+    try {
+      const opts = { log, groups: ["file-producers"], sourceBuckets: true };
+      const jsm = await jetstreamManager(conns[0]!);
+      // The losing create is rare per start, so many starts, each on an empty server.
+      for (let round = 0; round < 60; round++) {
+        for await (const name of jsm.streams.names()) await jsm.streams.delete(name);
+        const results = await Promise.all(conns.map((nc) => provision(nc, base, opts)));
+        // An identical create is idempotent on the server, so more than one may report it.
+        expect(results.some((r) => r.changes.some((c) => c.startsWith("created stream FILES ")))).toBe(true);
+        expect((await jsm.streams.info("FILES")).config.subjects).toEqual(["files.>"]);
+        expect((await jsm.streams.info("FILES_DLQ")).config.subjects).toEqual(["filerelay.dlq.>"]);
+        await jsm.consumers.info("FILES", "file-producers");
+      }
+      expect((await provision(conns[0]!, base, opts)).changes).toEqual([]);
+    } finally {
+      await Promise.all(conns.map((nc) => nc.close()));
+    }
+  });
+
+  it("a stream of another name already holding the subjects fails with an error that says so and what to do", async () => {
+    await using nats = await startNats();
+    const nc = await connectNats(natsConfig(nats.url), { name: "t", log });
+    try {
+      const jsm = await jetstreamManager(nc);
+      await jsm.streams.add({ name: "LEGACY", subjects: ["files.>"] });
+      const err = await provision(nc, base, { log }).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(err).toBeInstanceOf(NatsError);
+      expect((err as NatsError).code).toBe("PROVISION_FAILED");
+      expect((err as NatsError).message).toMatch(
+        /creating stream FILES \(files\.>\) still fails after 3 tries: subjects overlap.*another stream may already hold those subjects.*STREAM \/ SUBJECT/,
+      );
+      // Nothing of ours was half-made next to the operator's stream.
+      await expect(jsm.streams.info("FILES")).rejects.toThrow();
+    } finally {
+      await nc.close();
+    }
+  });
+
   it("keeps messages and provisioning across a server restart", async () => {
     await using nats = await startNats();
     let nc = await connectNats(natsConfig(nats.url), { name: "t", log });

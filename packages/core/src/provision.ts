@@ -16,7 +16,7 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import { DEFAULT_DLQ_MAX_AGE_MS } from "./config.js";
 import { NatsError } from "./errors.js";
 import type { Logger } from "./logger.js";
-import { isConsumerNotFound, isStreamNotFound } from "./jetstreamErrors.js";
+import { isConsumerNotFound, isCreateRace, isStreamNotFound } from "./jetstreamErrors.js";
 import { jetstreamNames, kvStreamName, type JetStreamNames } from "./names.js";
 import { DEFAULT_PIN_MAX_AGE_MS } from "./payloadRelease.js";
 
@@ -102,97 +102,149 @@ export async function provision(
   const { log } = options;
   const names = jetstreamNames(config);
   const changes: string[] = [];
-  try {
-    const jsm = await jetstreamManager(nc);
-    await ensureStream(
-      jsm,
-      {
-        name: names.stream,
-        subjects: names.streamSubjects,
-        retention: RetentionPolicy.Interest,
-        storage: StorageType.File,
-        discard: DiscardPolicy.Old,
-        num_replicas: config.STREAM_REPLICAS,
-        duplicate_window: (options.duplicateWindowMs ?? DEFAULT_DUPLICATE_WINDOW_MS) * NS_PER_MS,
-        allow_direct: true,
-      },
-      config.SUBJECT,
-      changes,
-      log,
-    );
-    await ensureStream(
-      jsm,
-      {
-        name: names.dlqStream,
-        subjects: names.dlqSubjects,
-        retention: RetentionPolicy.Limits,
-        storage: StorageType.File,
-        discard: DiscardPolicy.Old,
-        num_replicas: config.STREAM_REPLICAS,
-        allow_direct: true,
-        // Dead letters must not grow forever: the oldest go first (DiscardPolicy.Old).
-        max_age: (options.dlqLimits?.maxAgeMs ?? DEFAULT_DLQ_MAX_AGE_MS) * NS_PER_MS,
-        max_bytes: options.dlqLimits?.maxBytes ?? -1,
-      },
-      undefined,
-      changes,
-      log,
-      options.dlqLimits ? ["max_age", "max_bytes"] : [],
-    );
-    for (const group of options.groups ?? []) {
-      await ensureGroup(jsm, names.stream, groupConsumerConfig(group, config.SUBJECT, options.ackWaitMs), {
-        explicitAckWait: options.ackWaitMs !== undefined,
-        changes,
+  // Replicas that start together provision together: a create that loses the
+  // race finds the object made by the winner when every step re-reads.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await provisionOnce(nc, config, options, names, changes);
+      break;
+    } catch (err) {
+      if (
+        attempt < PROVISION_ATTEMPTS &&
+        (isCreateRace(err) || isCreateRace(err instanceof StreamCreateError ? err.cause : undefined))
+      ) {
+        log.debug({ err, attempt }, "another replica created a JetStream object first; re-reading");
+        continue;
+      }
+      if (err instanceof NatsError) throw err;
+      throw new NatsError("PROVISION_FAILED", provisionFailure(names.stream, err), {
+        cause: err instanceof StreamCreateError ? err.cause : err,
       });
     }
-    // Object Store: the consumer writes payloads, producers read them.
-    const objm = new Objm(nc);
-    if (!(await bucketExists(jsm, names.payloadStream))) {
-      await objm.create(names.payloadBucket, {
-        storage: StorageType.File,
-        replicas: config.STREAM_REPLICAS,
-        description: "filerelay payloads over INLINE_MAX_BYTES",
-      });
-      changes.push(`created object store ${names.payloadBucket}`);
-    }
-    // A pin lives as long as the dead letter that needs its payload.
-    const pinMaxAgeMs = options.pinMaxAgeMs ?? options.dlqLimits?.maxAgeMs ?? DEFAULT_PIN_MAX_AGE_MS;
-    await ensurePayloadBookkeeping(nc, jsm, names, config.STREAM_REPLICAS, pinMaxAgeMs, changes);
-    if (options.sourceBuckets) {
-      const kvm = new Kvm(nc);
-      const fingerprintTtlMs = options.fingerprintTtlMs ?? DEFAULT_FINGERPRINT_TTL_MS;
-      if (!(await bucketExists(jsm, names.fingerprintStream))) {
-        await kvm.create(names.fingerprintBucket, {
-          history: 1,
-          storage: StorageType.File,
-          replicas: config.STREAM_REPLICAS,
-          ttl: fingerprintTtlMs,
-          description: "filerelay: fingerprints of published file versions",
-        });
-        changes.push(`created KV ${names.fingerprintBucket}`);
-      } else {
-        // Older deployments created it without a max age: every record was kept forever.
-        await ensureMaxAge(jsm, names.fingerprintStream, fingerprintTtlMs, changes);
-      }
-      if (!(await bucketExists(jsm, names.claimStream))) {
-        await kvm.create(names.claimBucket, {
-          history: 1,
-          storage: StorageType.File,
-          replicas: config.STREAM_REPLICAS,
-          ttl: options.claimTtlMs ?? DEFAULT_CLAIM_TTL_MS,
-          description: "filerelay: in-progress publish claims",
-        });
-        changes.push(`created KV ${names.claimBucket}`);
-      }
-    }
-  } catch (err) {
-    if (err instanceof NatsError) throw err;
-    throw new NatsError("PROVISION_FAILED", `could not provision JetStream objects for stream ${names.stream}`, {
-      cause: err,
-    });
   }
   for (const change of changes) log.info({ change }, "provisioned");
   return { names, changes };
+}
+
+const PROVISION_ATTEMPTS = 3;
+
+function provisionFailure(stream: string, err: unknown): string {
+  if (err instanceof StreamCreateError) {
+    return (
+      `could not provision JetStream objects for stream ${stream}: creating stream ${err.stream} ` +
+      `(${err.subjects.join(", ")}) still fails after ${PROVISION_ATTEMPTS} tries: ${errorText(err.cause)}; ` +
+      "another stream may already hold those subjects: list streams (nats stream ls) and set STREAM / SUBJECT " +
+      "to match it or to subjects no other stream covers"
+    );
+  }
+  return `could not provision JetStream objects for stream ${stream}`;
+}
+
+function errorText(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+/** A stream add the server refused, with what was being created. */
+class StreamCreateError extends Error {
+  constructor(
+    readonly stream: string,
+    readonly subjects: readonly string[],
+    cause: unknown,
+  ) {
+    super(`creating stream ${stream}: ${errorText(cause)}`, { cause });
+  }
+}
+
+async function provisionOnce(
+  nc: NatsConnection,
+  config: ProvisionConfig,
+  options: ProvisionOptions,
+  names: JetStreamNames,
+  changes: string[],
+): Promise<void> {
+  const { log } = options;
+  const jsm = await jetstreamManager(nc);
+  await ensureStream(
+    jsm,
+    {
+      name: names.stream,
+      subjects: names.streamSubjects,
+      retention: RetentionPolicy.Interest,
+      storage: StorageType.File,
+      discard: DiscardPolicy.Old,
+      num_replicas: config.STREAM_REPLICAS,
+      duplicate_window: (options.duplicateWindowMs ?? DEFAULT_DUPLICATE_WINDOW_MS) * NS_PER_MS,
+      allow_direct: true,
+    },
+    config.SUBJECT,
+    changes,
+    log,
+  );
+  await ensureStream(
+    jsm,
+    {
+      name: names.dlqStream,
+      subjects: names.dlqSubjects,
+      retention: RetentionPolicy.Limits,
+      storage: StorageType.File,
+      discard: DiscardPolicy.Old,
+      num_replicas: config.STREAM_REPLICAS,
+      allow_direct: true,
+      // Dead letters must not grow forever: the oldest go first (DiscardPolicy.Old).
+      max_age: (options.dlqLimits?.maxAgeMs ?? DEFAULT_DLQ_MAX_AGE_MS) * NS_PER_MS,
+      max_bytes: options.dlqLimits?.maxBytes ?? -1,
+    },
+    undefined,
+    changes,
+    log,
+    options.dlqLimits ? ["max_age", "max_bytes"] : [],
+  );
+  for (const group of options.groups ?? []) {
+    await ensureGroup(jsm, names.stream, groupConsumerConfig(group, config.SUBJECT, options.ackWaitMs), {
+      explicitAckWait: options.ackWaitMs !== undefined,
+      changes,
+    });
+  }
+  // Object Store: the consumer writes payloads, producers read them.
+  const objm = new Objm(nc);
+  if (!(await bucketExists(jsm, names.payloadStream))) {
+    await objm.create(names.payloadBucket, {
+      storage: StorageType.File,
+      replicas: config.STREAM_REPLICAS,
+      description: "filerelay payloads over INLINE_MAX_BYTES",
+    });
+    changes.push(`created object store ${names.payloadBucket}`);
+  }
+  // A pin lives as long as the dead letter that needs its payload.
+  const pinMaxAgeMs = options.pinMaxAgeMs ?? options.dlqLimits?.maxAgeMs ?? DEFAULT_PIN_MAX_AGE_MS;
+  await ensurePayloadBookkeeping(nc, jsm, names, config.STREAM_REPLICAS, pinMaxAgeMs, changes);
+  if (options.sourceBuckets) {
+    const kvm = new Kvm(nc);
+    const fingerprintTtlMs = options.fingerprintTtlMs ?? DEFAULT_FINGERPRINT_TTL_MS;
+    if (!(await bucketExists(jsm, names.fingerprintStream))) {
+      await kvm.create(names.fingerprintBucket, {
+        history: 1,
+        storage: StorageType.File,
+        replicas: config.STREAM_REPLICAS,
+        ttl: fingerprintTtlMs,
+        description: "filerelay: fingerprints of published file versions",
+      });
+      changes.push(`created KV ${names.fingerprintBucket}`);
+    } else {
+      // Older deployments created it without a max age: every record was kept forever.
+      await ensureMaxAge(jsm, names.fingerprintStream, fingerprintTtlMs, changes);
+    }
+    if (!(await bucketExists(jsm, names.claimStream))) {
+      await kvm.create(names.claimBucket, {
+        history: 1,
+        storage: StorageType.File,
+        replicas: config.STREAM_REPLICAS,
+        ttl: options.claimTtlMs ?? DEFAULT_CLAIM_TTL_MS,
+        description: "filerelay: in-progress publish claims",
+      });
+      changes.push(`created KV ${names.claimBucket}`);
+    }
+  }
 }
 
 /**
@@ -276,7 +328,12 @@ async function ensureStream(
     info = await jsm.streams.info(wanted.name);
   } catch (err) {
     if (!isStreamNotFound(err)) throw err;
-    await jsm.streams.add(wanted);
+    try {
+      await jsm.streams.add(wanted);
+    } catch (addErr) {
+      if (!isCreateRace(addErr)) throw addErr;
+      throw new StreamCreateError(wanted.name, wanted.subjects, addErr);
+    }
     changes.push(`created stream ${wanted.name} (${wanted.subjects.join(", ")})`);
     return;
   }
