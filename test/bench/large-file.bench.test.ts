@@ -69,6 +69,9 @@ async function sha256File(path: string): Promise<string> {
 it(`large file: ${(SIZE / 1024 ** 2).toFixed(0)} MiB end to end, next to cp`, async () => {
   await using pipe = await Pipeline.start({
     consumerEnv: { STABILITY_MS: "200", ...(CHUNK ? { PAYLOAD_CHUNK_BYTES: CHUNK } : {}) },
+    ...(process.env.BENCH_PRODUCER_ENV
+      ? { producerEnv: JSON.parse(process.env.BENCH_PRODUCER_ENV) as Record<string, string> }
+      : {}),
   });
   await pipe.warmUp();
   const tree = join(pipe.staging, "tree");
