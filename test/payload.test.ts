@@ -1,4 +1,5 @@
 import { createHash, randomBytes, randomFillSync, randomUUID } from "node:crypto";
+import { setImmediate as nextTurn } from "node:timers/promises";
 import { Readable } from "node:stream";
 import { setFlagsFromString } from "node:v8";
 import { runInNewContext } from "node:vm";
@@ -147,6 +148,41 @@ describe("payload transport (real nats-server)", () => {
         .update(blob ?? new Uint8Array())
         .digest("hex"),
     ).toBe(put.sha256);
+  });
+
+  it("a source that reuses its buffer is copied; one that vouches for fresh buffers is published as it yields", async () => {
+    await using t = await setup();
+    const chunk = 128 * 1024;
+    const pieces = Array.from({ length: 6 }, () => randomBytes(chunk));
+    const expected = createHash("sha256").update(Buffer.concat(pieces)).digest("hex");
+    // One buffer, overwritten with the next piece (after a turn, as a read would take) once the previous was taken.
+    async function* reusing() {
+      const buf = Buffer.alloc(chunk);
+      for (const p of pieces) {
+        await nextTurn();
+        p.copy(buf);
+        yield buf;
+      }
+    }
+    async function* fresh() {
+      for (const p of pieces) {
+        await nextTurn();
+        yield Buffer.from(p);
+      }
+    }
+    for (const [source, freshBuffers] of [
+      [reusing(), false],
+      [fresh(), true],
+    ] as const) {
+      const name = randomUUID();
+      const put = await putPayloadObject(t.nc, { bucket, name, source, chunkBytes: chunk, freshBuffers });
+      expect(put).toMatchObject({ size: 6 * chunk, sha256: expected, chunks: 6 });
+      const env = envelopeFor(name, put.size, expected, { kind: "object", bucket, name });
+      expect(await digestOf(openPayload(t.nc, env, new Uint8Array(), { allowedBuckets: [bucket] }))).toEqual({
+        size: 6 * chunk,
+        sha256: expected,
+      });
+    }
   });
 
   it("50 MiB round trip streams with flat memory", async () => {

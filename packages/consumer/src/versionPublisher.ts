@@ -237,6 +237,8 @@ export class VersionPublisher {
           stream: config.STREAM,
           inlineMaxBytes: config.INLINE_MAX_BYTES,
           chunkBytes: config.PAYLOAD_CHUNK_BYTES,
+          // readChunks allocates a new buffer for every chunk it yields.
+          freshBuffers: true,
           signal: lost ? AbortSignal.any([this.#o.signal, lost.signal]) : this.#o.signal,
           envelope,
           status: this.#o.status,

@@ -31,6 +31,12 @@ export interface PutPayloadOptions {
   inFlightBytes?: number;
   /** Per-publish PubAck timeout (default 30 s). */
   timeoutMs?: number;
+  /**
+   * The source never touches a buffer again once it has yielded it: a piece
+   * that is exactly one chunk is published as it is instead of being copied
+   * (a copy of every byte, and as much garbage for the collector).
+   */
+  freshBuffers?: boolean;
 }
 
 export interface PutPayloadResult {
@@ -121,15 +127,17 @@ export async function putPayloadObject(nc: NatsConnection, opts: PutPayloadOptio
         partsLen += take;
         piece = piece.subarray(take);
         if (partsLen === chunkBytes) {
-          // Copy: the source may reuse its buffers after we yield.
-          const chunk = Buffer.concat(parts, partsLen);
+          // Copy, unless the source vouches for fresh buffers: it may reuse them after we yield.
+          const chunk = parts.length === 1 && opts.freshBuffers ? parts[0]! : Buffer.concat(parts, partsLen);
           parts = [];
           partsLen = 0;
           await publishChunk(chunk);
         }
       }
     }
-    if (partsLen > 0) await publishChunk(Buffer.concat(parts, partsLen));
+    if (partsLen > 0) {
+      await publishChunk(parts.length === 1 && opts.freshBuffers ? parts[0]! : Buffer.concat(parts, partsLen));
+    }
     while (inFlight.length > 0) await inFlight.shift();
     signal?.throwIfAborted();
 

@@ -51,6 +51,8 @@ export interface PublishFileOptions {
   inlineMaxBytes?: number | undefined;
   /** Object Store chunk size (PAYLOAD_CHUNK_BYTES). */
   chunkBytes?: number | undefined;
+  /** The body never reuses a buffer it has yielded (e.g. a fresh buffer per read): uploaded without a copy. */
+  freshBuffers?: boolean | undefined;
   /** PubAck timeout of the envelope publish (default 5 s). */
   timeoutMs?: number | undefined;
   signal?: AbortSignal | undefined;
@@ -211,6 +213,7 @@ export async function publishFile(
     name: id,
     source,
     ...(options.chunkBytes !== undefined ? { chunkBytes: options.chunkBytes } : {}),
+    ...(options.freshBuffers ? { freshBuffers: true } : {}),
     ...(options.signal ? { signal: options.signal } : {}),
     ...(onProgress ? { onProgress } : {}),
   });
