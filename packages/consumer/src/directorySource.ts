@@ -31,6 +31,7 @@ import { dispositionStrategy, FileDisposition } from "./disposition.js";
 import { createEmptyDirPruner, type EmptyDirPruner } from "./emptyDirs.js";
 import { currentIdentity, readVersion, type Identity } from "./fileVersion.js";
 import { FileSchedule } from "./fileSchedule.js";
+import { dueRecords, refreshRecords } from "./fingerprintRefresh.js";
 import { FingerprintStore } from "./fingerprintStore.js";
 import { OpenWriters, type OpenWriter } from "./openWriters.js";
 import type { TrackedFile } from "./trackedFile.js";
@@ -470,76 +471,25 @@ export class DirectorySource implements AsyncDisposable {
     );
   }
 
-  /**
-   * Leave-in-place: rewrites the fingerprint records of published files still
-   * there once they are half-way to expiring, so that a restart does not
-   * publish them again. Runs after a poll, in the background, a few at a time.
-   */
+  /** Leave-in-place: rewrites the fingerprint records that are due (see fingerprintRefresh), after a poll. */
   #refreshFingerprints(): void {
     const ttl = this.#fingerprints.ttlMs;
     if (ttl <= 0 || !this.#leavesFiles || this.#refreshing) return;
-    const due = Date.now() - ttl / 2;
-    const settled = this.#schedule.settled;
-    // Links keep full records; every other settled file is a compact one, walked lazily (there may be millions).
-    const linked: TrackedFile[] = [];
-    for (const rec of this.#schedule.files.values()) {
-      if (rec.state === "done" && rec.fingerprint && (rec.recordedAt ?? 0) < due) linked.push(rec);
-    }
-    type Due = { fingerprint: string; size: number; path: string; done: (at: number) => void };
-    // One lazy sequence shared by the workers (next() is synchronous); a link is checked again when its turn comes.
-    function* dueRecords(): Generator<Due> {
-      for (const rec of linked) {
-        if (rec.state !== "done" || !rec.fingerprint) continue;
-        yield { fingerprint: rec.fingerprint, size: rec.size, path: rec.rel, done: (at) => (rec.recordedAt = at) };
-      }
-      for (const view of settled.dueForRefresh(due)) {
-        if (!view.fingerprint) continue;
-        const { key } = view;
-        yield {
-          fingerprint: view.fingerprint,
-          size: view.size,
-          path: "",
-          done: (at) => settled.setRecordedAt(key, at),
-        };
-      }
-    }
-    const items = dueRecords();
-    let next = items.next();
-    if (next.done) return;
+    const items = dueRecords(this.#schedule.files.values(), this.#schedule.settled, Date.now() - ttl / 2);
+    // Nothing due: no run, no log line.
+    const first = items.next();
+    if (first.done) return;
+    const all = (function* () {
+      yield first.value;
+      yield* items;
+    })();
     this.#refreshing = true;
-    let refreshed = 0;
-    const take = (): Due | undefined => {
-      if (next.done) return undefined;
-      const item = next.value;
-      next = items.next();
-      return item;
-    };
-    const worker = async () => {
-      for (let item = take(); item && !this.#stopping; item = take()) {
-        try {
-          const kept = await this.#fingerprints.refresh(item.fingerprint);
-          // Expired meanwhile (a long stop): written anew from what is known of it.
-          if (!kept) {
-            await this.#fingerprints.record(item.fingerprint, {
-              id: fileVersionId(item.fingerprint),
-              path: item.path,
-              size: item.size,
-              sha256: "",
-              publishedAt: "",
-            });
-          }
-          item.done(Date.now());
-          refreshed++;
-        } catch (err) {
-          this.#log.debug(
-            { err, path: item.path },
-            "could not refresh a fingerprint record; retrying after the next poll",
-          );
-        }
-      }
-    };
-    const run = Promise.all(Array.from({ length: FINGERPRINT_REFRESH_CONCURRENCY }, worker)).then(() => {
-      this.#log.info({ files: refreshed }, "refreshed the fingerprint records of files left in place");
+    const run = refreshRecords(all, this.#fingerprints, {
+      concurrency: FINGERPRINT_REFRESH_CONCURRENCY,
+      stopping: () => this.#stopping,
+      log: this.#log,
+    }).then((files) => {
+      this.#log.info({ files }, "refreshed the fingerprint records of files left in place");
     });
     this.#track(run.finally(() => (this.#refreshing = false)));
   }
