@@ -1,4 +1,5 @@
 import { ConfigError, describeError, isFilerelayError } from "./errors.js";
+import { installGcSlackFloor } from "./gcSlack.js";
 
 /** Exit status for bad configuration (sysexits.h EX_CONFIG). */
 export const EXIT_CONFIG = 78;
@@ -31,7 +32,8 @@ export function shutdownTimeoutFromEnv(env: Record<string, string | undefined>):
 
 /**
  * Runs a service's main function with the process-level conventions every
- * filerelay service shares: the first SIGTERM/SIGINT asks for a graceful stop
+ * filerelay service shares: a floor under the garbage collector's room for
+ * a small heap (see gcSlack); the first SIGTERM/SIGINT asks for a graceful stop
  * (the signal aborts), a second one exits at once, and a stop still running
  * SHUTDOWN_TIMEOUT_MS + SHUTDOWN_MARGIN_MS after the first signal exits
  * non-zero (a start-up step stuck on a broken mount must not keep a pod in
@@ -39,6 +41,7 @@ export function shutdownTimeoutFromEnv(env: Record<string, string | undefined>):
  * other failure exits 1 with its cause chain.
  */
 export function runService(name: string, main: (ctx: ServiceContext) => Promise<void>): void {
+  installGcSlackFloor();
   const controller = new AbortController();
   let shutdownTimeoutMs = shutdownTimeoutFromEnv(process.env);
   let signals = 0;
