@@ -10,6 +10,7 @@ import { describe, expect, it } from "vitest";
 import {
   consumeFiles,
   envelopeToHeaders,
+  isVerifiedPayload,
   jetstreamNames,
   PermanentError,
   putPayloadObject,
@@ -440,6 +441,32 @@ describe("consumeFiles() SDK (real nats-server)", () => {
     await waitFor(() => r.outcomes.length === 5, { message: "5 outcomes" });
     expect(r.outcomes.every((o) => o.outcome === "acked")).toBe(true);
     expect(maxObjects).toBe(1);
+    await r.stop();
+    await nc.close();
+  });
+
+  it("hands an object payload over as the verifying stream itself while the status ledger counts its progress", async () => {
+    await using nats = await startNats();
+    const nc = await connectTo(nats);
+    const seen: { verified: boolean; sha256: string }[] = [];
+    // The ledger is on by default: progress is reported while the handler reads.
+    await using r = run(nc, async (ctx) => {
+      const stream = ctx.open();
+      const verified = isVerifiedPayload(stream, ctx.envelope);
+      const hash = createHash("sha256");
+      for await (const chunk of stream as AsyncIterable<Buffer>) hash.update(chunk);
+      seen.push({ verified, sha256: hash.digest("hex") });
+    });
+    await waitFor(async () => (await jetstreamManager(nc)).consumers.info("FILES", GROUP));
+    const { payloadBucket } = jetstreamNames({ STREAM: "FILES", SUBJECT: "files.input" });
+    const file = inlineFile(randomBytes(700_000));
+    await putPayloadObject(nc, { bucket: payloadBucket, name: file.envelope.id, source: Readable.from([file.body]) });
+    file.envelope.payload = { kind: "object", bucket: payloadBucket, name: file.envelope.id };
+    await publish(nc, { envelope: file.envelope, body: Buffer.alloc(0) });
+    await waitFor(() => r.outcomes.length === 1, { message: "one outcome" });
+    expect(r.outcomes[0]?.outcome).toBe("acked");
+    // Verified: a sink writing exactly these chunks need not hash them again.
+    expect(seen).toEqual([{ verified: true, sha256: file.envelope.sha256 }]);
     await r.stop();
     await nc.close();
   });

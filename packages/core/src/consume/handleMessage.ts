@@ -8,7 +8,6 @@ import { checkObjectPayload, openPayload } from "../payload.js";
 import { objectNameIn, type PayloadReleaser } from "../payloadRelease.js";
 import type { Semaphore } from "../semaphore.js";
 import type { StatusLedger } from "../status/ledger.js";
-import { countingStream } from "./progressStream.js";
 import { deadLetterFailedDecision, deliveryDecision, type DeliveryLimits } from "./deliveryPolicy.js";
 import { messageHeaders } from "./headers.js";
 import type { InFlight, InFlightSet } from "./inflight.js";
@@ -53,8 +52,12 @@ export async function handleMessage(entry: InFlight, deps: MessageDeps): Promise
   const { headers, decodeError } = await messageHeaders(nc, msg);
   let flog = log.child({ fileId: headers["ce-id"], seq: msg.seq });
   const base = () => ({ deliveryCount, durationMs: Date.now() - started });
-  const openFor = (envelope: Envelope) =>
-    openPayload(nc, envelope, msg.data, { allowedBuckets, signal: entry.abort.signal });
+  const openFor = (envelope: Envelope, onProgress?: (bytes: number) => void) =>
+    openPayload(nc, envelope, msg.data, {
+      allowedBuckets,
+      signal: entry.abort.signal,
+      ...(onProgress ? { onProgress } : {}),
+    });
 
   const toDeadLetter = async (envelope: Envelope | undefined, code: ErrorCode, error: string) => {
     try {
@@ -128,8 +131,7 @@ export async function handleMessage(entry: InFlight, deps: MessageDeps): Promise
   const ctx: FileContext = {
     envelope,
     open: tracked
-      ? () =>
-          countingStream(openFor(envelope), (bytes) => status.progress(envelope.id, bytes, envelope.size, deps.group))
+      ? () => openFor(envelope, (bytes) => status.progress(envelope.id, bytes, envelope.size, deps.group))
       : () => openFor(envelope),
     deliveryCount,
     log: flog,

@@ -31,6 +31,13 @@ export interface OpenPayloadOptions {
   signal?: AbortSignal;
   /** How long a read may wait for the broker without any chunk arriving before it fails (transient). */
   stallMs?: number;
+  /**
+   * An object payload's bytes read so far, after each chunk. Counted here
+   * rather than by a stream wrapped around the result, which would hide that
+   * the result verifies itself (isVerifiedPayload) and make a sink hash
+   * every byte a second time.
+   */
+  onProgress?: (bytes: number) => void;
 }
 
 /** The abort reason of a payload stream's own reader once the stream closed (one shared instance, no DOMException). */
@@ -227,6 +234,7 @@ async function* objectChunks(
         received += data.length;
         if (received > info.size) throw sizeMismatch(envelope, received, `object ${ref.bucket}/${ref.name}`);
         hash.update(data);
+        opts.onProgress?.(received);
         if (data.length > 0) yield data;
         if (received === info.size) break;
         if (m.info.pending === 0) {
