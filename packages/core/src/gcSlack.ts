@@ -10,9 +10,10 @@ import { getHeapStatistics, setFlagsFromString } from "node:v8";
  * above them and runs a full mark-compact every 60–130 ms of a large-file
  * transfer (~100 per GiB per process, ~30 % of the consumer's CPU). With at
  * least MIN_SLACK_BYTES of room the same transfer takes about a quarter less
- * CPU at the same peak RSS (docs/benchmarks.md). A large live heap (a
- * consumer remembering a million files) keeps V8's own heuristic, so its
- * bound stays what it was.
+ * CPU at the same peak RSS (docs/benchmarks.md). A process holding more
+ * (a consumer remembering a million files: its records live in typed arrays,
+ * outside the JavaScript heap) keeps V8's own heuristic, so its memory bound
+ * stays what it was.
  */
 
 const MiB = 1024 * 1024;
@@ -24,9 +25,10 @@ const MAX_PERCENT = 300;
 const STEP_PERCENT = 25;
 
 /**
- * The `--heap-growing-percent` for a live heap of `liveBytes` after a full
- * collection: enough for MIN_SLACK_BYTES of room (at most 300 %), or 0 (V8's
- * own dynamic factor) once the live heap is itself at least that large.
+ * The `--heap-growing-percent` for `liveBytes` held after a full collection
+ * (the JavaScript heap plus ArrayBuffers and other external memory): enough
+ * for MIN_SLACK_BYTES of room (at most 300 %), or 0 (V8's own dynamic
+ * factor) once that is itself at least MIN_SLACK_BYTES.
  */
 export function heapGrowingPercent(liveBytes: number, minSlackBytes = MIN_SLACK_BYTES): number {
   if (liveBytes >= minSlackBytes) return 0;
@@ -35,15 +37,20 @@ export function heapGrowingPercent(liveBytes: number, minSlackBytes = MIN_SLACK_
   return Math.min(MAX_PERCENT, Math.ceil(wanted / STEP_PERCENT) * STEP_PERCENT);
 }
 
+function heldNow(): number {
+  const h = getHeapStatistics();
+  return h.used_heap_size + h.external_memory;
+}
+
 /**
  * Sets the growing percent for the live heap now, and again after every full
  * collection (V8 reads the flag each time it computes a new limit). Returns
- * a function that stops observing. `heapUsed` is for tests.
+ * a function that stops observing. `heldBytes` is for tests.
  */
-export function installGcSlackFloor(heapUsed: () => number = () => getHeapStatistics().used_heap_size): () => void {
+export function installGcSlackFloor(heldBytes: () => number = heldNow): () => void {
   let current = -1;
   const apply = () => {
-    const percent = heapGrowingPercent(heapUsed());
+    const percent = heapGrowingPercent(heldBytes());
     if (percent === current) return;
     current = percent;
     setFlagsFromString(`--heap-growing-percent=${percent}`);
