@@ -109,10 +109,7 @@ export async function provision(
       await provisionOnce(nc, config, options, names, changes);
       break;
     } catch (err) {
-      if (
-        attempt < PROVISION_ATTEMPTS &&
-        (isCreateRace(err) || isCreateRace(err instanceof StreamCreateError ? err.cause : undefined))
-      ) {
+      if (attempt < PROVISION_ATTEMPTS && (err instanceof StreamCreateError || isCreateRace(err))) {
         log.debug({ err, attempt }, "another replica created a JetStream object first; re-reading");
         continue;
       }
@@ -144,7 +141,7 @@ function errorText(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
 
-/** A stream add the server refused, with what was being created. */
+/** A stream add the server refused as taken (isCreateRace), with what was being created. */
 class StreamCreateError extends Error {
   constructor(
     readonly stream: string,
