@@ -20,7 +20,6 @@ const FILES = Number(process.env.BENCH_SMALL_FILES ?? 10_000);
 const SIZE = 4096;
 /** Producer counts to run (benchmark 6); BENCH_PRODUCERS=1 runs benchmark 1 alone. */
 const PRODUCERS = (process.env.BENCH_PRODUCERS ?? "1,2,4").split(",").map(Number);
-/** e.g. BENCH_CONCURRENCY=16 sets CONCURRENCY on both services (default: the services' default, 32). */
 /**
  * Files relayed per producer before the timed run (BENCH_WARMUP_FILES; 0: only
  * the one-file warm-up). A fresh Node process runs its per-file code in the
@@ -31,6 +30,7 @@ const PRODUCERS = (process.env.BENCH_PRODUCERS ?? "1,2,4").split(",").map(Number
  * files each.
  */
 const WARMUP_FILES = Number(process.env.BENCH_WARMUP_FILES ?? 2000);
+/** e.g. BENCH_CONCURRENCY=16 sets CONCURRENCY on both services (default: the services' default, 32). */
 const extraEnv: Record<string, string> = process.env.BENCH_CONCURRENCY
   ? { CONCURRENCY: process.env.BENCH_CONCURRENCY }
   : {};

@@ -476,20 +476,14 @@ export class DirectorySource implements AsyncDisposable {
     const ttl = this.#fingerprints.ttlMs;
     if (ttl <= 0 || !this.#leavesFiles || this.#refreshing) return;
     const items = dueRecords(this.#schedule.files.values(), this.#schedule.settled, Date.now() - ttl / 2);
-    // Nothing due: no run, no log line.
-    const first = items.next();
-    if (first.done) return;
-    const all = (function* () {
-      yield first.value;
-      yield* items;
-    })();
     this.#refreshing = true;
-    const run = refreshRecords(all, this.#fingerprints, {
+    const run = refreshRecords(items, this.#fingerprints, {
       concurrency: FINGERPRINT_REFRESH_CONCURRENCY,
       stopping: () => this.#stopping,
       log: this.#log,
     }).then((files) => {
-      this.#log.info({ files }, "refreshed the fingerprint records of files left in place");
+      // Nothing due (the usual poll): no line; failures have their own.
+      if (files > 0) this.#log.info({ files }, "refreshed the fingerprint records of files left in place");
     });
     this.#track(run.finally(() => (this.#refreshing = false)));
   }

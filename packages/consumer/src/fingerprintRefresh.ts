@@ -59,11 +59,12 @@ export async function refreshRecords(
 ): Promise<number> {
   let refreshed = 0;
   const take = (): DueRecord | undefined => {
+    if (opts.stopping()) return undefined;
     const next = items.next();
     return next.done ? undefined : next.value;
   };
   const worker = async () => {
-    for (let item = opts.stopping() ? undefined : take(); item; item = opts.stopping() ? undefined : take()) {
+    for (let item = take(); item; item = take()) {
       try {
         const kept = await store.refresh(item.fingerprint);
         if (!kept) {

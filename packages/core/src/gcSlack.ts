@@ -45,12 +45,12 @@ function heldNow(): number {
 /**
  * Sets the growing percent for the live heap now, and again after every full
  * collection (V8 reads the flag each time it computes a new limit). Returns
- * a function that stops observing. `heldBytes` is for tests.
+ * a function that stops observing.
  */
-export function installGcSlackFloor(heldBytes: () => number = heldNow): () => void {
+export function installGcSlackFloor(): () => void {
   let current = -1;
   const apply = () => {
-    const percent = heapGrowingPercent(heldBytes());
+    const percent = heapGrowingPercent(heldNow());
     if (percent === current) return;
     current = percent;
     setFlagsFromString(`--heap-growing-percent=${percent}`);

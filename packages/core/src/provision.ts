@@ -14,7 +14,7 @@ import { Kvm } from "@nats-io/kv";
 import { Objm } from "@nats-io/obj";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { DEFAULT_DLQ_MAX_AGE_MS } from "./config.js";
-import { NatsError } from "./errors.js";
+import { describeError, NatsError } from "./errors.js";
 import type { Logger } from "./logger.js";
 import { isConsumerNotFound, isCreateRace, isStreamNotFound } from "./jetstreamErrors.js";
 import { jetstreamNames, kvStreamName, type JetStreamNames } from "./names.js";
@@ -129,16 +129,12 @@ function provisionFailure(stream: string, err: unknown): string {
   if (err instanceof StreamCreateError) {
     return (
       `could not provision JetStream objects for stream ${stream}: creating stream ${err.stream} ` +
-      `(${err.subjects.join(", ")}) still fails after ${PROVISION_ATTEMPTS} tries: ${errorText(err.cause)}; ` +
+      `(${err.subjects.join(", ")}) still fails after ${PROVISION_ATTEMPTS} tries: ${describeError(err.cause)}; ` +
       "another stream may already hold those subjects: list streams (nats stream ls) and set STREAM / SUBJECT " +
       "to match it or to subjects no other stream covers"
     );
   }
   return `could not provision JetStream objects for stream ${stream}`;
-}
-
-function errorText(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
 }
 
 /** A stream add the server refused as taken (isCreateRace), with what was being created. */
@@ -148,7 +144,7 @@ class StreamCreateError extends Error {
     readonly subjects: readonly string[],
     cause: unknown,
   ) {
-    super(`creating stream ${stream}: ${errorText(cause)}`, { cause });
+    super(`creating stream ${stream}: ${describeError(cause)}`, { cause });
   }
 }
 

@@ -91,6 +91,9 @@ export async function putPayloadObject(nc: NatsConnection, opts: PutPayloadOptio
   let chunks = 0;
   let sourceError: { err: unknown } | undefined;
 
+  // A copy, unless the source vouches for fresh buffers: it may reuse them after we yield.
+  const ownChunk = (parts: Buffer[], len: number): Buffer =>
+    parts.length === 1 && opts.freshBuffers ? parts[0]! : Buffer.concat(parts, len);
   const publishChunk = async (chunk: Buffer) => {
     hash.update(chunk);
     size += chunk.length;
@@ -127,17 +130,14 @@ export async function putPayloadObject(nc: NatsConnection, opts: PutPayloadOptio
         partsLen += take;
         piece = piece.subarray(take);
         if (partsLen === chunkBytes) {
-          // Copy, unless the source vouches for fresh buffers: it may reuse them after we yield.
-          const chunk = parts.length === 1 && opts.freshBuffers ? parts[0]! : Buffer.concat(parts, partsLen);
+          const chunk = ownChunk(parts, partsLen);
           parts = [];
           partsLen = 0;
           await publishChunk(chunk);
         }
       }
     }
-    if (partsLen > 0) {
-      await publishChunk(parts.length === 1 && opts.freshBuffers ? parts[0]! : Buffer.concat(parts, partsLen));
-    }
+    if (partsLen > 0) await publishChunk(ownChunk(parts, partsLen));
     while (inFlight.length > 0) await inFlight.shift();
     signal?.throwIfAborted();
 
