@@ -242,6 +242,21 @@ describe("gateway: dashboard", () => {
       message: "the 403 shown",
     });
     expect(await textOf(page, "#error")).toContain("may not upload");
+    // The files list loading again (as it does after every update) keeps the refusal in view:
+    // rows marked now are replaced, and the error line is settled, in the same step of the page.
+    await page.locator("#files tbody tr").evaluateAll((rows: { setAttribute(name: string, value: string): void }[]) => {
+      for (const r of rows) r.setAttribute("data-old", "");
+    });
+    await page.click("#filters button[type=submit]");
+    await waitFor(
+      async () =>
+        (await page.locator("#files tbody tr").count()) > 0 &&
+        (await page.locator("#files tbody tr[data-old]").count()) === 0,
+      {
+        message: "the files list drawn again",
+      },
+    );
+    expect(await textOf(page, "#error")).toContain("may not upload");
     // A wrong key: back to the key form, with the reason.
     await page.click("#forget-key");
     await page.fill("#key-input", "not-a-key");

@@ -131,13 +131,21 @@ function describe(err) {
 function showError(context, err) {
   const box = $("error");
   box.textContent = `${context}: ${describe(err)}`;
+  box.dataset.context = context;
   box.hidden = false;
   if (err instanceof ApiError && err.status === 401) signOut(`${context}: ${describe(err)}`);
 }
 
-function clearError() {
-  $("error").hidden = true;
-  $("error").textContent = "";
+/**
+ * Hides the error shown, or only one of `context` (a list that loads again
+ * takes back its own error, never an upload's refusal the user has not read).
+ */
+function clearError(context) {
+  const box = $("error");
+  if (typeof context === "string" && box.dataset.context !== context) return;
+  box.hidden = true;
+  box.textContent = "";
+  delete box.dataset.context;
 }
 
 // ---------------------------------------------------------------------------
@@ -166,7 +174,7 @@ async function refreshFiles() {
     for (const f of files) names.set(f.id, f.filename);
     $("files").tBodies[0].replaceChildren(...files.map(fileRow));
     $("files-empty").hidden = files.length > 0;
-    clearError();
+    clearError("listing files");
   } catch (err) {
     showError("listing files", err);
   }
@@ -449,6 +457,7 @@ async function upload(event) {
     );
     $("upload-result").hidden = false;
     $("upload-form").reset();
+    clearError("upload");
     scheduleRefresh();
   } catch (err) {
     status.textContent = `Upload failed: ${describe(err)}`;
@@ -461,6 +470,7 @@ async function refreshJobs() {
     const { uploads } = await api("/api/v1/uploads/?limit=50");
     $("jobs").tBodies[0].replaceChildren(...uploads.map(jobRow));
     $("jobs-empty").hidden = uploads.length > 0;
+    clearError("listing upload jobs");
   } catch (err) {
     showError("listing upload jobs", err);
   }
@@ -498,6 +508,7 @@ function signOut(reason) {
   $("key-form").hidden = false;
   if (reason) {
     $("error").textContent = reason;
+    $("error").dataset.context = "sign-in";
     $("error").hidden = false;
   }
 }
@@ -522,7 +533,7 @@ $("key-form").addEventListener("submit", (e) => {
   signIn();
 });
 $("forget-key").addEventListener("click", () => signOut());
-$("error").addEventListener("click", clearError);
+$("error").addEventListener("click", () => clearError());
 $("filters").addEventListener("submit", (e) => {
   e.preventDefault();
   void refreshFiles();
