@@ -46,6 +46,24 @@ export function* seededBytes(key: string, size: number, chunk = 1024 * 1024): Ge
 }
 
 /**
+ * Renames `from` to `to`, creating `to`'s parents again if they are gone: a
+ * consumer removes input subdirectories that stayed empty for STABILITY_MS,
+ * which a slow write elsewhere (the temp name) can outlast, as any writer
+ * into a watched tree must expect.
+ */
+async function renameInto(from: string, to: string): Promise<void> {
+  for (let attempt = 1; ; attempt++) {
+    await mkdir(dirname(to), { recursive: true });
+    try {
+      await rename(from, to);
+      return;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "ENOENT" || attempt >= 5) throw err;
+    }
+  }
+}
+
+/**
  * Writes `size` seeded bytes to `path` (parents created) and returns their
  * SHA-256. With `via` the bytes go to that temp name first and are renamed
  * into place, so a watcher never sees a partial file.
@@ -69,7 +87,7 @@ export async function writeSeededFile(
   } finally {
     await fh.close();
   }
-  if (opts.via) await rename(opts.via, path);
+  if (opts.via) await renameInto(opts.via, path);
   return hash.digest("hex");
 }
 
