@@ -123,7 +123,7 @@ async function setup(): Promise<{ nc: NatsConnection } & AsyncDisposable> {
 async function roundTrip(nc: NatsConnection, size: number) {
   const name = randomUUID();
   const src = randomSource(size);
-  const put = await putPayloadObject(nc, { bucket, name, source: src.stream });
+  const put = await putPayloadObject(nc, { bucket, name, source: src.stream, chunkBytes: CHUNK });
   const expected = src.sha256();
   expect(put).toMatchObject({ size, sha256: expected });
   const env = envelopeFor(name, size, expected, { kind: "object", bucket, name });
@@ -131,6 +131,9 @@ async function roundTrip(nc: NatsConnection, size: number) {
   expect(read).toEqual({ size, sha256: expected });
   return { name, put };
 }
+
+/** Chunk size for the tests about chunks: several per object (the default is 1 MiB). */
+const CHUNK = 128 * 1024;
 
 describe("payload transport (real nats-server)", () => {
   it("1 MiB: put then open returns identical bytes; the object is a standard Object Store object", async () => {
@@ -239,7 +242,7 @@ describe("payload transport (real nats-server)", () => {
     await using t = await setup();
     const name = randomUUID();
     const src = randomSource(1024 * 1024);
-    const put = await putPayloadObject(t.nc, { bucket, name, source: src.stream });
+    const put = await putPayloadObject(t.nc, { bucket, name, source: src.stream, chunkBytes: CHUNK });
     const info = await readPayloadInfo(t.nc, { bucket, name });
     expect(info?.nuid).toBe(put.nuid);
     const jsm = await jetstreamManager(t.nc);
@@ -294,7 +297,12 @@ describe("payload transport (real nats-server)", () => {
   it("delete removes meta and chunks; a failing source leaves no chunks and its error is rethrown", async () => {
     await using t = await setup();
     const name = randomUUID();
-    const put = await putPayloadObject(t.nc, { bucket, name, source: randomSource(700_000).stream });
+    const put = await putPayloadObject(t.nc, {
+      bucket,
+      name,
+      source: randomSource(700_000).stream,
+      chunkBytes: CHUNK,
+    });
     const jsm = await jetstreamManager(t.nc);
     const chunkCount = async (id: string) => {
       const si = await jsm.streams.info(objectStreamName(bucket), { subjects_filter: objectChunkSubject(bucket, id) });
@@ -316,6 +324,7 @@ describe("payload transport (real nats-server)", () => {
       bucket,
       name: "broken",
       source: failing(),
+      chunkBytes: CHUNK,
       onProgress: (b) => progress.push(b),
     }).catch((e: unknown) => e);
     expect(err).toBe(boom);

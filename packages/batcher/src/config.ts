@@ -101,7 +101,7 @@ export const batcherEnvShape = {
   PAYLOAD_CHUNK_BYTES: envBytes("Chunk size of batches uploaded to the Object Store", {
     min: 1024,
     max: 8 * MiB,
-  }).default(131_072),
+  }).default(1_048_576),
 } as const;
 
 /** Does the NATS subject pattern `pattern` match subject `s`? */

@@ -15,7 +15,7 @@ export const cliEnvSchema = z.object({
   PAYLOAD_CHUNK_BYTES: envBytes("Chunk size of payloads uploaded to the Object Store", {
     min: 1024,
     max: 8 * 1024 * 1024,
-  }).default(131_072),
+  }).default(1_048_576),
 });
 
 export type CliConfig = Readonly<z.output<typeof cliEnvSchema>>;

@@ -30,7 +30,7 @@ describe("consumer configuration", () => {
       LARGE_FILE_CONCURRENCY: 4,
       FOLLOW_SYMLINKS: false,
       INLINE_MAX_BYTES: 262144,
-      PAYLOAD_CHUNK_BYTES: 131072,
+      PAYLOAD_CHUNK_BYTES: 1048576,
       SINK_GROUPS: ["file-producers"],
       HTTP_PORT: 9464,
     });

@@ -80,7 +80,7 @@ export const consumerEnvSchema = z.object({
   PAYLOAD_CHUNK_BYTES: envBytes("Chunk size of payloads uploaded to the Object Store", {
     min: 1024,
     max: 8 * 1024 * 1024,
-  }).default(131_072),
+  }).default(1_048_576),
   SINK_GROUPS: envList(
     "Durable sink groups to provision, so nothing published before they start is lost (comma-separated)",
   ).default(["file-producers"]),

@@ -5,7 +5,7 @@
  * objectStreamName in names.ts), and the digest as `SHA-256=<b64url>`.
  */
 
-export const DEFAULT_PAYLOAD_CHUNK_BYTES = 128 * 1024;
+export const DEFAULT_PAYLOAD_CHUNK_BYTES = 1024 * 1024;
 const DIGEST_PREFIX = "SHA-256=";
 
 /** The Object Store meta record (JSON body of the meta message), as far as we use it. */

@@ -22,7 +22,7 @@ export interface PutPayloadOptions {
   /** Object name; the consumer uses the envelope's ce-id. */
   name: string;
   source: Readable | AsyncIterable<Uint8Array | string>;
-  /** Chunk size (default 128 KiB, PAYLOAD_CHUNK_BYTES), capped at the server's max_payload. */
+  /** Chunk size (default 1 MiB, PAYLOAD_CHUNK_BYTES), capped at the server's max_payload. */
   chunkBytes?: number;
   signal?: AbortSignal;
   /** Called after each chunk is handed to NATS with the bytes uploaded so far. */
