@@ -75,6 +75,9 @@ export const producerEnvShape = {
   FSYNC_EVERY_CHUNKS: envInt("fsync the temp file every N chunks (and always at the end); 0 = only at the end").default(
     10,
   ),
+  DIRECT_IO_MIN_BYTES: envBytes(
+    "fs sink: files at least this large are written with O_DIRECT, past the page cache (1 MiB writes, one fsync at the end; CHUNK_SIZE and FSYNC_EVERY_CHUNKS apply below it). A file system that refuses O_DIRECT is written the ordinary way; 0 = never",
+  ).default(8 * MiB),
   FILE_MODE: envFileMode("Permission bits of written files (octal)").default(0o640),
   MAX_FILE_SIZE: envBytes(
     "Largest accepted ce-filesize (unset = no limit); larger envelopes are dead-lettered",

@@ -12,12 +12,16 @@ import { createTempFiles } from "./tempFiles.js";
 import { writeTempFile, type TempWriteOptions } from "./tempWriter.js";
 import { classifyWriteError } from "./writeErrors.js";
 
+const DEFAULT_DIRECT_IO_MIN_BYTES = 8 * 1024 * 1024;
+
 export interface FsSinkOptions {
   /** Required for this sink (the config schema enforces it when SINK=fs). */
   OUTPUT_DIR?: string | undefined;
   ON_CONFLICT: ConflictMode;
   CHUNK_SIZE: number;
   FSYNC_EVERY_CHUNKS: number;
+  /** Files from this size are written with O_DIRECT (default 8 MiB; 0: never). */
+  DIRECT_IO_MIN_BYTES?: number | undefined;
   FILE_MODE: number;
 }
 
@@ -53,6 +57,7 @@ export function createFsSink(options: FsSinkOptions, deps: FsSinkDeps): Sink {
   const writeOptions: TempWriteOptions = {
     CHUNK_SIZE: options.CHUNK_SIZE,
     FSYNC_EVERY_CHUNKS: options.FSYNC_EVERY_CHUNKS,
+    DIRECT_IO_MIN_BYTES: options.DIRECT_IO_MIN_BYTES ?? DEFAULT_DIRECT_IO_MIN_BYTES,
     FILE_MODE: options.FILE_MODE,
     needsChmod: (options.FILE_MODE & ~process.umask()) !== options.FILE_MODE,
   };

@@ -2,13 +2,16 @@ import { createHash } from "node:crypto";
 import { closeSync, constants, fchmodSync, fsync, openSync, writeSync } from "node:fs";
 import { open, type FileHandle } from "node:fs/promises";
 import { promisify } from "node:util";
-import { isVerifiedPayload, SinkError } from "@filerelay/core/internal";
+import { isVerifiedPayload, SinkError, type Envelope } from "@filerelay/core/internal";
 import type { SinkWriteRequest } from "../sink.js";
+import { writeDirect } from "./directWriter.js";
 
 /** How a temp file is written: CHUNK_SIZE, FSYNC_EVERY_CHUNKS and FILE_MODE of the fs sink. */
 export interface TempWriteOptions {
   CHUNK_SIZE: number;
   FSYNC_EVERY_CHUNKS: number;
+  /** Files from this size are written with O_DIRECT where the file system takes it (0: never). */
+  DIRECT_IO_MIN_BYTES: number;
   FILE_MODE: number;
   /** open() applies the umask: fchmod only when it actually narrows FILE_MODE. */
   needsChmod: boolean;
@@ -93,17 +96,17 @@ async function writeSmall(req: SinkWriteRequest, temp: string, options: TempWrit
 
 async function writeLarge(req: SinkWriteRequest, temp: string, options: TempWriteOptions): Promise<void> {
   const { envelope } = req;
+  if (options.DIRECT_IO_MIN_BYTES > 0 && envelope.size >= options.DIRECT_IO_MIN_BYTES) {
+    const direct = await writeDirect(req, temp, { mode: options.FILE_MODE, needsChmod: options.needsChmod });
+    if (direct) {
+      checkWritten(direct, envelope);
+      return;
+    }
+  }
   let fh: FileHandle | undefined;
   try {
     fh = await open(temp, "wx", options.FILE_MODE);
-    const { bytes, sha256 } = await streamInto(fh, req, options);
-    if (bytes !== envelope.size || sha256 !== envelope.sha256) {
-      throw new SinkError(
-        "CHECKSUM_MISMATCH",
-        `written bytes do not match the envelope: ${bytes} bytes sha256 ${sha256}, expected ${envelope.size} bytes sha256 ${envelope.sha256}`,
-        { details: { bytes, sha256, expectedBytes: envelope.size, expectedSha256: envelope.sha256 } },
-      );
-    }
+    checkWritten(await streamInto(fh, req, options), envelope);
     // umask may have narrowed the mode given to open().
     if (options.needsChmod) await fh.chmod(options.FILE_MODE);
     await fh.sync();
@@ -111,6 +114,16 @@ async function writeLarge(req: SinkWriteRequest, temp: string, options: TempWrit
     fh = undefined;
   } finally {
     await fh?.close().catch(() => undefined);
+  }
+}
+
+function checkWritten({ bytes, sha256 }: { bytes: number; sha256: string }, envelope: Envelope): void {
+  if (bytes !== envelope.size || sha256 !== envelope.sha256) {
+    throw new SinkError(
+      "CHECKSUM_MISMATCH",
+      `written bytes do not match the envelope: ${bytes} bytes sha256 ${sha256}, expected ${envelope.size} bytes sha256 ${envelope.sha256}`,
+      { details: { bytes, sha256, expectedBytes: envelope.size, expectedSha256: envelope.sha256 } },
+    );
   }
 }
 
