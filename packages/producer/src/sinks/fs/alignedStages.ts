@@ -27,13 +27,23 @@ const { Memory } = (globalThis as unknown as { WebAssembly: { Memory: new (d: { 
 export class StagePool {
   readonly #free: Buffer[] = [];
   #out = 0;
+  #cannotGrow = false;
 
   constructor(private readonly limit: number) {}
 
   take(): Buffer | undefined {
     if (this.#out >= this.limit) return undefined;
     if (this.#free.length === 0) {
-      const slab = new Memory({ initial: (STAGE_BYTES * STAGES_PER_SLAB) / WASM_PAGE_BYTES }).buffer;
+      if (this.#cannotGrow) return undefined;
+      let slab: ArrayBuffer;
+      try {
+        slab = new Memory({ initial: (STAGE_BYTES * STAGES_PER_SLAB) / WASM_PAGE_BYTES }).buffer;
+      } catch {
+        // V8 reserves address space for each memory; a process limited in it (ulimit -v)
+        // gets a RangeError: it keeps the stages it has and writes the rest the ordinary way.
+        this.#cannotGrow = true;
+        return undefined;
+      }
       for (let i = 0; i < STAGES_PER_SLAB; i++) this.#free.push(Buffer.from(slab, i * STAGE_BYTES, STAGE_BYTES));
     }
     this.#out++;

@@ -125,4 +125,15 @@ describe("fs sink, direct I/O (O_DIRECT) for large files", () => {
     expect(pool.out).toBe(2);
     expect(pool.take()).toBe(taken[0]);
   });
+
+  it("a process short of address space (ulimit -v) gets no stages instead of an error, and writes the ordinary way", async () => {
+    // Built module (pnpm test builds first): a child process with the limit.
+    const module = new URL("../../../dist/sinks/fs/alignedStages.js", import.meta.url).href;
+    const script = `const { StagePool } = await import(${JSON.stringify(module)}); console.log(String(new StagePool(4).take()));`;
+    const { stdout } = await promisify(execFile)("bash", [
+      "-c",
+      `ulimit -v 6000000 && exec "${process.execPath}" --input-type=module -e '${script}'`,
+    ]);
+    expect(stdout.trim()).toBe("undefined");
+  });
 });
