@@ -102,18 +102,24 @@ export async function writeDirect(
     try {
       return await streamStages(req, temp, fh, pair, options);
     } catch (err) {
-      if (!isDirectIoRefusal(err)) throw err;
-      refused(dev, dir, req, err);
+      if (!(err instanceof FirstWriteRefused)) throw err;
+      refused(dev, dir, req, err.cause);
       throw new SinkError(
         "WRITE_FAILED",
         `the file system of ${dir} refused a direct (O_DIRECT) write; the retry writes it the ordinary way`,
-        { cause: err },
+        { cause: err.cause },
       );
     } finally {
       await fh.close().catch(() => undefined);
     }
   } finally {
     for (const s of pair) stages.give(s);
+  }
+}
+
+class FirstWriteRefused extends Error {
+  constructor(override readonly cause: unknown) {
+    super("the first direct write was refused");
   }
 }
 
@@ -192,6 +198,11 @@ async function streamStages(
     if (options.needsChmod) await handle.chmod(options.mode);
     // One fsync covers the file's data and metadata, whichever descriptor wrote them.
     await handle.sync();
+  } catch (err) {
+    // EINVAL before any direct write went through: the file system (or the device's
+    // alignment) does not take them. Later, EINVAL is an ordinary write failure.
+    if (written === 0 && isDirectIoRefusal(err)) throw new FirstWriteRefused(err);
+    throw err;
   } finally {
     source.destroy();
     if (inFlight) await inFlight.catch(() => undefined);
