@@ -31,8 +31,9 @@ export function syncEveryBytes(options: TempWriteOptions): number {
 /**
  * Writes the payload of `req` into the new file `temp` (created exclusively
  * with FILE_MODE), checks its size and SHA-256 against the envelope, fsyncs
- * and closes it. On failure the handle is closed; removing `temp` is the
- * caller's.
+ * and closes it: small files in one go, files from DIRECT_IO_MIN_BYTES with
+ * O_DIRECT (directWriter.ts), the rest streamed with periodic fsyncs. On
+ * failure the handle is closed; removing `temp` is the caller's.
  */
 export function writeTempFile(req: SinkWriteRequest, temp: string, options: TempWriteOptions): Promise<void> {
   return req.envelope.size <= SMALL_FILE_BYTES && req.envelope.size <= syncEveryBytes(options)
