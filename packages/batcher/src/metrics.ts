@@ -1,4 +1,5 @@
-import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
+import { Counter, Gauge, Histogram, type Registry } from "prom-client";
+import { serviceRegistry } from "@filerelay/core/internal";
 import type { RotationReason } from "./rotation.js";
 
 /** The batcher's Prometheus metrics, on a registry of its own (names prefixed `filerelay_batcher_`). */
@@ -21,10 +22,7 @@ export interface BatcherMetrics extends AsyncDisposable {
 const SIZE_BUCKETS = [1024, 16_384, 262_144, 1_048_576, 5_242_880, 16_777_216, 67_108_864, 268_435_456, 1_073_741_824];
 
 export function createBatcherMetrics(): BatcherMetrics {
-  const registry = new Registry();
-  registry.setDefaultLabels({ service: "batcher" });
-  collectDefaultMetrics({ register: registry, eventLoopMonitoringPrecision: 100 });
-  const registers = [registry];
+  const { registry, registers, natsConnected, natsReconnects, close } = serviceRegistry("batcher");
   const batches = new Counter({
     name: "filerelay_batcher_batches_total",
     help: "Batch files published, by why their window closed (time, size, shutdown)",
@@ -52,22 +50,10 @@ export function createBatcherMetrics(): BatcherMetrics {
     help: "Events in published batches (acknowledged on the events stream)",
     registers,
   });
-  const close = () => {
-    registry.clear();
-    return Promise.resolve();
-  };
   return {
     registry,
-    natsConnected: new Gauge({
-      name: "filerelay_nats_connected",
-      help: "1 while the NATS connection is up",
-      registers,
-    }),
-    natsReconnects: new Counter({
-      name: "filerelay_nats_reconnects_total",
-      help: "Times the NATS connection was re-established after a disconnect",
-      registers,
-    }),
+    natsConnected,
+    natsReconnects,
     eventsIn: new Counter({
       name: "filerelay_batcher_events_total",
       help: "Events taken into a batch window, by input (nats, tcp)",

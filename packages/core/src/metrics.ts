@@ -87,10 +87,24 @@ const DURATION_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 1
 const LATENCY_BUCKETS = [0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900, 1800, 3600];
 const PENDING_READ_TIMEOUT_MS = 2000;
 
-export function createMetrics(service: "consumer"): ConsumerMetrics;
-export function createMetrics(service: "producer"): ProducerMetrics;
-export function createMetrics(service: ServiceKind): Metrics;
-export function createMetrics(service: ServiceKind): Metrics {
+/** What every service's metrics start from (see serviceRegistry). */
+export interface ServiceRegistry {
+  registry: Registry;
+  /** `registers` for the service's own metrics: [registry]. */
+  registers: Registry[];
+  /** 1 while the NATS connection is up, 0 otherwise (kept by watchNatsConnection). */
+  natsConnected: Gauge;
+  natsReconnects: Counter;
+  /** Unregisters everything (the registry is empty afterwards). */
+  close: () => Promise<void>;
+}
+
+/**
+ * A registry of the service's own (never prom-client's global one), labelled
+ * `service`, with Node's default metrics and the NATS connection metrics
+ * every service exposes.
+ */
+export function serviceRegistry(service: string): ServiceRegistry {
   const registry = new Registry();
   registry.setDefaultLabels({ service });
   // prom-client samples the event-loop delay every 10 ms by default: a timer
@@ -98,9 +112,33 @@ export function createMetrics(service: ServiceKind): Metrics {
   // 0.4 % of a CPU on its own). Every 100 ms still catches any stall that
   // matters for nodejs_eventloop_lag_* (the /healthz lag check samples separately).
   collectDefaultMetrics({ register: registry, eventLoopMonitoringPrecision: 100 });
-
-  const key = service === "consumer" ? "source" : "group";
   const registers = [registry];
+  return {
+    registry,
+    registers,
+    natsConnected: new Gauge({
+      name: "filerelay_nats_connected",
+      help: "1 while the NATS connection is up, 0 while disconnected or closed",
+      registers,
+    }),
+    natsReconnects: new Counter({
+      name: "filerelay_nats_reconnects_total",
+      help: "Times the NATS connection was re-established after a disconnect",
+      registers,
+    }),
+    close: () => {
+      registry.clear();
+      return Promise.resolve();
+    },
+  };
+}
+
+export function createMetrics(service: "consumer"): ConsumerMetrics;
+export function createMetrics(service: "producer"): ProducerMetrics;
+export function createMetrics(service: ServiceKind): Metrics;
+export function createMetrics(service: ServiceKind): Metrics {
+  const { registry, registers, natsConnected, natsReconnects, close } = serviceRegistry(service);
+  const key = service === "consumer" ? "source" : "group";
   const files = new Counter({
     name: "filerelay_files_total",
     help:
@@ -127,16 +165,6 @@ export function createMetrics(service: ServiceKind): Metrics {
     help: "Files being published (consumer) or written (producer) right now",
     registers,
   });
-  const natsConnected = new Gauge({
-    name: "filerelay_nats_connected",
-    help: "1 while the NATS connection is up, 0 while disconnected or closed",
-    registers,
-  });
-  const natsReconnects = new Counter({
-    name: "filerelay_nats_reconnects_total",
-    help: "Times the NATS connection was re-established after a disconnect",
-    registers,
-  });
 
   const countOutcome = (label: string, o: OutcomeBase & { outcome: string }) => {
     files.inc({ [key]: label, outcome: o.outcome });
@@ -151,14 +179,8 @@ export function createMetrics(service: ServiceKind): Metrics {
     natsConnected,
     natsReconnects,
     text: () => registry.metrics(),
-    close: () => {
-      registry.clear();
-      return Promise.resolve();
-    },
-    [Symbol.asyncDispose]: () => {
-      registry.clear();
-      return Promise.resolve();
-    },
+    close,
+    [Symbol.asyncDispose]: close,
   };
 
   if (service === "consumer") {

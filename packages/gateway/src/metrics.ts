@@ -1,4 +1,5 @@
-import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
+import { Counter, Gauge, Histogram } from "prom-client";
+import { serviceRegistry } from "@filerelay/core/internal";
 
 /** Which upload API a byte or file came through. */
 export type UploadApi = "multipart" | "chunked" | "tus" | "job";
@@ -10,10 +11,7 @@ export type UploadApi = "multipart" | "chunked" | "tus" | "job";
  * core's watchNatsConnection keeps.
  */
 export function createGatewayMetrics() {
-  const registry = new Registry();
-  registry.setDefaultLabels({ service: "gateway" });
-  collectDefaultMetrics({ register: registry, eventLoopMonitoringPrecision: 100 });
-  const registers = [registry];
+  const { registry, registers, natsConnected, natsReconnects, close } = serviceRegistry("gateway");
   const metrics = {
     registry,
     requests: new Counter({
@@ -52,17 +50,9 @@ export function createGatewayMetrics() {
       help: "WebSocket clients connected to /ws",
       registers,
     }),
-    natsConnected: new Gauge({
-      name: "filerelay_nats_connected",
-      help: "1 while the NATS connection is up, 0 while disconnected or closed",
-      registers,
-    }),
-    natsReconnects: new Counter({
-      name: "filerelay_nats_reconnects_total",
-      help: "Times the NATS connection was re-established after a disconnect",
-      registers,
-    }),
-    close: () => Promise.resolve(registry.clear()),
+    natsConnected,
+    natsReconnects,
+    close,
   };
   return metrics;
 }

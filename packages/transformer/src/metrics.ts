@@ -1,4 +1,5 @@
-import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
+import { Counter, Gauge, Histogram, type Registry } from "prom-client";
+import { serviceRegistry } from "@filerelay/core/internal";
 import type { FileOutcome } from "@filerelay/core";
 
 /**
@@ -23,10 +24,7 @@ export interface TransformerMetrics extends AsyncDisposable {
 const DURATION_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900];
 
 export function createTransformerMetrics(): TransformerMetrics {
-  const registry = new Registry();
-  registry.setDefaultLabels({ service: "transformer" });
-  collectDefaultMetrics({ register: registry, eventLoopMonitoringPrecision: 100 });
-  const registers = [registry];
+  const { registry, registers, natsConnected, natsReconnects, close } = serviceRegistry("transformer");
   const files = new Counter({
     name: "filerelay_files_total",
     help: "Consumed files handled by the transformer, by group and outcome (acked, retry, dead_lettered)",
@@ -69,20 +67,6 @@ export function createTransformerMetrics(): TransformerMetrics {
     help: "Files being transformed right now",
     registers,
   });
-  const natsConnected = new Gauge({
-    name: "filerelay_nats_connected",
-    help: "1 while the NATS connection is up, 0 while disconnected or closed",
-    registers,
-  });
-  const natsReconnects = new Counter({
-    name: "filerelay_nats_reconnects_total",
-    help: "Times the NATS connection was re-established after a disconnect",
-    registers,
-  });
-  const close = () => {
-    registry.clear();
-    return Promise.resolve();
-  };
   return {
     registry,
     inFlight,
