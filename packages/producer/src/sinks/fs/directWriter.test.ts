@@ -6,7 +6,7 @@ import { join } from "node:path";
 import { Readable } from "node:stream";
 import { promisify } from "node:util";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { silentLogger, type Envelope, type SinkError } from "@filerelay/core";
+import { PayloadError, silentLogger, type Envelope, type SinkError } from "@filerelay/core";
 import type { SinkWriteRequest } from "../sink.js";
 import { STAGE_BYTES, StagePool } from "./alignedStages.js";
 import { refuseDirectIo } from "./directWriter.js";
@@ -114,6 +114,30 @@ describe("fs sink, direct I/O (O_DIRECT) for large files", () => {
     )) as SinkError | undefined;
     expect([err?.code, err?.permanent]).toEqual(["CHECKSUM_MISMATCH", true]);
     expect(await readdir(root, { recursive: true })).toEqual([]);
+  });
+
+  it("a payload stream failing mid-way: its error is kept, nothing placed, direct I/O stays on", async () => {
+    await using fs = sink();
+    await fs.init();
+    const content = randomBytes(3 * STAGE_BYTES);
+    const broken = writeOf("broken.bin", content, STAGE_BYTES);
+    broken.open = () =>
+      Readable.from(
+        (function* () {
+          yield content.subarray(0, 2 * STAGE_BYTES);
+          throw new PayloadError("PAYLOAD_READ_FAILED", "broker went away");
+        })(),
+      );
+    const err = (await fs.write(broken).then(
+      () => undefined,
+      (e: unknown) => e,
+    )) as SinkError | undefined;
+    expect(err?.code).toBe("PAYLOAD_READ_FAILED");
+    expect(await readdir(root, { recursive: true })).toEqual([]);
+    // The failure did not turn direct I/O off for this file system.
+    const res = await fs.write(writeOf("after.bin", content, 7777));
+    expect(await cachedBytes(res.location)).toBeLessThanOrEqual(4096);
+    expect(digest(await readFile(res.location))).toBe(digest(content));
   });
 
   it("hands out at most its limit of stages, each page-aligned in size, and takes them back", () => {

@@ -36,7 +36,7 @@ const stages = new StagePool(2 * MAX_DIRECT_WRITES);
 const refusedDevices = new Set<number>();
 
 /** O_DIRECT refused by the file system (at open) or for an alignment it does not take (at a write). */
-export function isDirectIoRefusal(err: unknown): boolean {
+function isDirectIoRefusal(err: unknown): boolean {
   return (err as NodeJS.ErrnoException | undefined)?.code === "EINVAL";
 }
 
