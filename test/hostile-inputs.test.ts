@@ -140,7 +140,10 @@ const today = () => new Date().toISOString().slice(0, 10);
 /** The consumer is alive and relays a normal file dropped now. */
 async function stillRelays(p: Pipeline, consumer: RunningService, producer: RunningService, already: number) {
   const content = Buffer.from(`after the storm ${Date.now()}\n`);
-  await writeFile(join(p.input, "after.txt"), content);
+  // Whole when it appears: with STABILITY_MS=0 a plain writeFile's empty first
+  // state (created, not yet written) is a version of its own and is published.
+  await writeFile(join(p.input, ".after.txt.tmp"), content);
+  await rename(join(p.input, ".after.txt.tmp"), join(p.input, "after.txt"));
   await producer.waitForLog((l) => l.msg === "file written" && l.path === "after.txt", 60_000, "after.txt written");
   void already;
   expect((await readFile(join(p.output, "after.txt"))).equals(content)).toBe(true);
